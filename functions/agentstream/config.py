@@ -1,0 +1,49 @@
+"""Configuration, read once from the environment (see CONTRACT.md for the public variables)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+InvokeMode = Literal["response_stream", "buffered"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    table: str = Field("agentstream", validation_alias="AGENTSTREAM_TABLE")
+    admin_key: SecretStr | None = Field(None, validation_alias="AGENTSTREAM_ADMIN_KEY")
+    # In AWS the admin key and provider keys live in Secrets Manager; these name the secrets.
+    admin_key_secret_id: str | None = Field(None, validation_alias="AGENTSTREAM_ADMIN_KEY_SECRET_ARN")
+    invoke_mode: InvokeMode | None = Field(None, validation_alias="AGENTSTREAM_INVOKE_MODE")
+    sam_local: bool = Field(False, validation_alias="AWS_SAM_LOCAL")
+
+    sse_chunk_size: int = Field(0, ge=0, le=100_000, validation_alias="SSE_CHUNK_SIZE")
+    sse_ping_seconds: float = Field(15.0, gt=0, validation_alias="SSE_PING_SECONDS")
+    # Longest time the chunker may hold text back while grouping it into chunk_size pieces.
+    sse_flush_ms: int = Field(50, ge=1, le=5_000, validation_alias="SSE_FLUSH_MS")
+
+    openai_base_url: str = Field(
+        "https://api.openai.com/v1", validation_alias=AliasChoices("OPENAI_BASE_URL", "OPENAI_API_BASE")
+    )
+    openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
+    openai_api_key_secret_id: str | None = Field(None, validation_alias="OPENAI_API_KEY_SECRET_ARN")
+    # Seconds to wait for the upstream to connect / between two reads of its stream.
+    upstream_connect_timeout: float = Field(10.0, gt=0, validation_alias="AGENTSTREAM_UPSTREAM_CONNECT_TIMEOUT")
+    upstream_read_timeout: float = Field(60.0, gt=0, validation_alias="AGENTSTREAM_UPSTREAM_READ_TIMEOUT")
+
+    max_steps: int = Field(8, ge=1, le=50, validation_alias="AGENTSTREAM_MAX_STEPS")
+    max_message_chars: int = Field(32_000, ge=1, validation_alias="AGENTSTREAM_MAX_MESSAGE_CHARS")
+    # Stop a run this long before the Lambda deadline so it can end with a clean `done`.
+    deadline_margin_ms: int = Field(1_500, ge=0, validation_alias="AGENTSTREAM_DEADLINE_MARGIN_MS")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (tests clear the cache with ``get_settings.cache_clear()``)."""
+    return Settings()

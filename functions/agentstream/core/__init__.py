@@ -1,0 +1,1 @@
+"""The core: agents, events, providers, tools. Knows nothing of HTTP or Lambda."""

@@ -1,0 +1,1 @@
+"""The HTTP adapter: the FastAPI app over the core."""
