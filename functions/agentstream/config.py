@@ -34,7 +34,9 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
     openai_api_key_secret_id: str | None = Field(None, validation_alias="OPENAI_API_KEY_SECRET_ARN")
     # Seconds to wait for the upstream to connect / between two reads of its stream.
-    upstream_connect_timeout: float = Field(10.0, gt=0, validation_alias="AGENTSTREAM_UPSTREAM_CONNECT_TIMEOUT")
+    upstream_connect_timeout: float = Field(
+        10.0, gt=0, validation_alias="AGENTSTREAM_UPSTREAM_CONNECT_TIMEOUT"
+    )
     upstream_read_timeout: float = Field(60.0, gt=0, validation_alias="AGENTSTREAM_UPSTREAM_READ_TIMEOUT")
 
     max_steps: int = Field(8, ge=1, le=50, validation_alias="AGENTSTREAM_MAX_STEPS")

@@ -25,13 +25,19 @@ DoneStatus = Literal["completed", "error", "cancelled", "timeout"]
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
+    # True when some of the counts were estimated because the upstream reported none
+    estimated: bool = False
 
     def add(self, other: Usage) -> None:
         self.input_tokens += other.input_tokens
         self.output_tokens += other.output_tokens
+        self.estimated = self.estimated or other.estimated
 
-    def to_dict(self) -> dict[str, int]:
-        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+    def to_dict(self) -> dict[str, int | bool]:
+        data: dict[str, int | bool] = {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+        if self.estimated:
+            data["estimated"] = True
+        return data
 
 
 @dataclass(frozen=True, slots=True)

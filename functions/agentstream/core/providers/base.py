@@ -82,7 +82,7 @@ class UsageReport:
 
 @dataclass(frozen=True, slots=True)
 class StepEnd:
-    """The model finished this call; ``reason`` as the upstream said (``stop``, ``tool_calls``, ``length``)."""
+    """The model call ended; ``reason`` as the upstream said (``stop``, ``tool_calls``, ``length``)."""
 
     reason: str
 

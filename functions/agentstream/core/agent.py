@@ -1,0 +1,210 @@
+"""The agent loop: call the model, stream its text, run the tools it asks for, repeat.
+
+``run_agent`` is an async generator of events: ``Start``, then ``TextDelta``/``ToolCall``/``ToolResult``
+as they happen, and always exactly one ``Done`` last (after an ``Error`` when the run failed). Only
+cancellation (the caller closing the generator) ends it without ``Done``: nobody is there to read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from agentstream.core._aiter import Puller
+from agentstream.core.agents import Agent
+from agentstream.core.events import (
+    Done,
+    DoneStatus,
+    Error,
+    Event,
+    Start,
+    TextDelta,
+    ToolCall,
+    ToolResult,
+    Usage,
+)
+from agentstream.core.providers.base import (
+    Message,
+    ModelProvider,
+    ModelRequest,
+    ProviderEvent,
+    StepEnd,
+    TextChunk,
+    ToolCallRequest,
+    UsageReport,
+)
+from agentstream.core.tools import BUILTIN_TOOLS, Tool, ToolFailed
+from agentstream.errors import AgentStreamError
+
+__all__ = ["Turn", "run_agent"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One user message to one agent, with what the model should see before it."""
+
+    run_id: str
+    agent: Agent
+    session_id: str
+    user_id: str
+    message: str
+    history: Sequence[Message] = ()
+    # time.monotonic() value by which the run must have ended (Lambda deadline minus a margin)
+    deadline: float | None = None
+    # time.monotonic() when the request arrived: TTFT and duration are measured from here
+    started: float = field(default_factory=time.monotonic)
+
+
+class _DeadlineReached(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class _State:
+    text: list[str] = field(default_factory=list)
+    steps: int = 0
+    usage: Usage = field(default_factory=Usage)
+    first_text_at: float | None = None
+
+
+def _estimate_tokens(messages: Sequence[Message]) -> int:
+    """About 4 characters a token: used only when the upstream reports no usage."""
+    return max(1, sum(len(m.content) for m in messages) // 4)
+
+
+async def _pull_events(
+    stream: AsyncIterator[ProviderEvent], deadline: float | None
+) -> AsyncIterator[ProviderEvent]:
+    """The provider's events, ending with ``_DeadlineReached`` when the deadline passes first."""
+    if deadline is None:
+        async for event in stream:
+            yield event
+        return
+    puller = Puller(stream)
+    try:
+        while True:
+            try:
+                yield await puller.pull(deadline - time.monotonic())
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise _DeadlineReached from None
+    finally:
+        await puller.aclose()
+
+
+async def run_agent(
+    turn: Turn,
+    provider: ModelProvider,
+    *,
+    max_steps: int,
+    tools: Mapping[str, Tool] = BUILTIN_TOOLS,
+) -> AsyncIterator[Event]:
+    agent = turn.agent
+    yield Start(run_id=turn.run_id, agent_id=agent.id, session_id=turn.session_id)
+    state = _State()
+    messages: list[Message] = [
+        Message("system", agent.instructions),
+        *turn.history,
+        Message("user", turn.message),
+    ]
+    agent_tools = [tools[name] for name in agent.tools if name in tools]
+    status: DoneStatus = "completed"
+    try:
+        while True:
+            if state.steps >= max_steps:
+                raise AgentStreamError(
+                    f"the agent asked for tools {max_steps} times without answering (step limit)",
+                    code="step_limit_exceeded",
+                )
+            state.steps += 1
+            request = ModelRequest(
+                model=agent.model.name,
+                messages=tuple(messages),
+                tools=tuple(t.spec for t in agent_tools),
+                temperature=agent.model.temperature,
+                max_tokens=agent.model.max_tokens,
+                extra=agent.model.options,
+            )
+            step_text: list[str] = []
+            calls: list[ToolCallRequest] = []
+            step_usage: Usage | None = None
+            text_events = 0
+            stream = provider.stream(request)
+            try:
+                async for event in _pull_events(stream, turn.deadline):
+                    if isinstance(event, TextChunk):
+                        if not event.text:
+                            continue
+                        if state.first_text_at is None:
+                            state.first_text_at = time.monotonic()
+                        step_text.append(event.text)
+                        state.text.append(event.text)
+                        text_events += 1
+                        yield TextDelta(event.text)
+                    elif isinstance(event, ToolCallRequest):
+                        calls.append(event)
+                    elif isinstance(event, UsageReport):
+                        step_usage = event.usage
+                    elif isinstance(event, StepEnd):
+                        pass
+            finally:
+                await _aclose(stream)
+            if step_usage is None:
+                step_usage = Usage(_estimate_tokens(messages), text_events, estimated=True)
+            state.usage.add(step_usage)
+            if not calls:
+                break
+            messages.append(Message("assistant", "".join(step_text), tool_calls=tuple(calls)))
+            for call in calls:
+                if turn.deadline is not None and time.monotonic() >= turn.deadline:
+                    raise _DeadlineReached
+                yield ToolCall(call.id, call.name, dict(call.arguments))
+                result = await _run_tool(call, {t.name: t for t in agent_tools})
+                yield result
+                messages.append(Message("tool", result.content, tool_call_id=call.id, name=call.name))
+    except _DeadlineReached:
+        status = "timeout"
+    except AgentStreamError as e:
+        status = "error"
+        yield Error(e.message, e.code)
+    except Exception:
+        logger.exception("run %s failed", turn.run_id)
+        status = "error"
+        yield Error("internal error while running the agent", "internal_error")
+    now = time.monotonic()
+    ttft = None if state.first_text_at is None else round((state.first_text_at - turn.started) * 1000)
+    yield Done(
+        status=status,
+        final_response="".join(state.text),
+        total_steps=state.steps,
+        usage=state.usage,
+        metrics={"ttft_ms": ttft, "duration_ms": round((now - turn.started) * 1000)},
+    )
+
+
+async def _run_tool(call: ToolCallRequest, tools: Mapping[str, Tool]) -> ToolResult:
+    tool = tools.get(call.name)
+    if tool is None:
+        return ToolResult(call.id, call.name, f"unknown tool {call.name!r}", is_error=True)
+    try:
+        content = await tool.run(call.arguments)
+    except ToolFailed as e:
+        return ToolResult(call.id, call.name, f"error: {e}", is_error=True)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        logger.exception("tool %s failed", call.name)
+        return ToolResult(call.id, call.name, "error: the tool failed unexpectedly", is_error=True)
+    return ToolResult(call.id, call.name, content)
+
+
+async def _aclose(stream: AsyncIterator[ProviderEvent]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -1,0 +1,82 @@
+"""The FastAPI app: routes, error bodies, wiring of the core. Thin: the work is in ``agentstream.core``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from agentstream import __version__
+from agentstream.config import Settings, get_settings
+from agentstream.core.service import ChatService
+from agentstream.errors import AgentStreamError
+from agentstream.store.base import Store
+from agentstream.store.dynamodb import DynamoStore
+from agentstream.web.routes import router
+
+__all__ = ["create_app", "error_response"]
+
+logger = logging.getLogger(__name__)
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "too_many_requests",
+}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def _validation_message(errors: list[Any]) -> str:
+    parts = []
+    for error in errors:
+        location = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{location}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(title="agentstream", version=__version__, docs_url="/docs", redoc_url=None)
+    app.state.settings = settings
+    app.state.store = store or DynamoStore(settings.table)
+    app.state.chat = ChatService(app.state.store, settings)
+
+    @app.exception_handler(AgentStreamError)
+    async def _agentstream_error(request: Request, exc: AgentStreamError) -> JSONResponse:
+        if exc.status >= 500:
+            logger.warning("%s %s failed: %s (%s)", request.method, request.url.path, exc.message, exc.code)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return error_response(exc.status, exc.code, exc.message, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, "invalid_request", _validation_message(list(exc.errors())))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "error")
+        return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "internal error")
+
+    app.include_router(router)
+    return app
