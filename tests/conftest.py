@@ -37,3 +37,46 @@ def load_event(name: str) -> dict[str, Any]:
     """A JSON fixture from tests/events/."""
     data: dict[str, Any] = json.loads((EVENTS_DIR / name).read_text(encoding="utf-8"))
     return data
+
+
+ADMIN_KEY = "test-admin-key"
+
+
+@pytest.fixture
+def dynamodb() -> Iterator[Any]:
+    """moto's in-process DynamoDB with the agentstream table created; yields a boto3 client."""
+    import boto3
+    from moto import mock_aws
+
+    from agentstream.store.dynamodb import create_table
+
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        create_table("agentstream", client)
+        yield client
+
+
+@pytest.fixture
+def settings(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Settings for tests: a known admin key, quick pings."""
+    from agentstream.config import Settings
+
+    monkeypatch.setenv("AGENTSTREAM_ADMIN_KEY", ADMIN_KEY)
+    return Settings()
+
+
+@pytest.fixture
+def app(dynamodb: Any, settings: Any) -> Any:
+    from agentstream.store.dynamodb import DynamoStore
+    from agentstream.web.app import create_app
+
+    return create_app(settings, DynamoStore(settings.table, dynamodb))
+
+
+@pytest.fixture
+def live_server(app: Any) -> Iterator[str]:
+    """The app served by a real uvicorn on 127.0.0.1 (in a thread); yields its base URL."""
+    from tests.support.server import serve_in_thread
+
+    with serve_in_thread(app) as url:
+        yield url
