@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -37,7 +38,7 @@ def test_first_content_arrives_long_before_the_last(live_server: str) -> None:
     # 14 deltas 100 ms apart: a buffered server would deliver them all at the end, together
     assert contents[0].at - start < 0.6
     assert contents[-1].at - contents[0].at > 0.8
-    gaps = [b.at - a.at for a, b in zip(contents, contents[1:], strict=False)]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(contents)]
     assert sum(g > 0.05 for g in gaps) >= len(gaps) // 2
     assert stream.content == reply == stream.events[-1].data["final_response"]
 
