@@ -48,7 +48,7 @@ def dynamodb() -> Iterator[Any]:
     import boto3
     from moto import mock_aws
 
-    from agentstream.store.dynamodb import create_table
+    from agentstream.store import create_table
 
     with mock_aws():
         client = boto3.client("dynamodb", region_name="us-east-1")
@@ -67,10 +67,10 @@ def settings(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 @pytest.fixture
 def app(dynamodb: Any, settings: Any) -> Any:
-    from agentstream.store.dynamodb import DynamoStore
+    from agentstream.store import Store
     from agentstream.web.app import create_app
 
-    return create_app(settings, DynamoStore(settings.table, dynamodb))
+    return create_app(settings, Store(settings.table, dynamodb))
 
 
 @pytest.fixture

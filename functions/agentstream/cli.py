@@ -42,7 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_init_table(args: argparse.Namespace) -> int:
     from agentstream.config import get_settings
-    from agentstream.store.dynamodb import create_table
+    from agentstream.store import create_table
 
     table = args.table or get_settings().table
     created = create_table(table)
@@ -182,6 +182,21 @@ def cmd_agents_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    """Issue a key straight into the table (no server needed): for bootstrapping and scripts."""
+    import asyncio
+
+    from agentstream.config import get_settings
+    from agentstream.store import Store
+
+    record, token = asyncio.run(Store(args.table or get_settings().table).keys.create(args.tenant, args.name))
+    print(token)
+    print(
+        f"key {record.id} for tenant {record.tenant!r}: store it now, it is not shown again", file=sys.stderr
+    )
+    return 0
+
+
 def _remote(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help=f"service URL (env AGENTSTREAM_URL; default {DEFAULT_URL})")
     parser.add_argument("--key", help="API key (env AGENTSTREAM_KEY or AGENTSTREAM_ADMIN_KEY)")
@@ -224,6 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--tool", action="append", help="a built-in tool (repeatable)")
     _remote(create)
     create.set_defaults(func=cmd_agents_create)
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
+    key_create = keys.add_parser("create", help="issue a tenant key into the table (shown once)")
+    key_create.add_argument("--tenant", required=True)
+    key_create.add_argument("--name", default="")
+    key_create.add_argument("--table", help="table name (default: AGENTSTREAM_TABLE or 'agentstream')")
+    key_create.set_defaults(func=cmd_keys_create)
     return parser
 
 

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     )
     upstream_read_timeout: float = Field(60.0, gt=0, validation_alias="AGENTSTREAM_UPSTREAM_READ_TIMEOUT")
 
+    # Records expire through the table's TTL: conversation history (0 = keep) and run logs.
+    history_ttl_days: float = Field(0, ge=0, validation_alias="AGENTSTREAM_HISTORY_TTL_DAYS")
+    run_ttl_days: float = Field(30, gt=0, validation_alias="AGENTSTREAM_RUN_TTL_DAYS")
+
     max_steps: int = Field(8, ge=1, le=50, validation_alias="AGENTSTREAM_MAX_STEPS")
     max_message_chars: int = Field(32_000, ge=1, validation_alias="AGENTSTREAM_MAX_MESSAGE_CHARS")
     # Stop a run this long before the Lambda deadline so it can end with a clean `done`.

@@ -73,11 +73,11 @@ async def test_no_admin_key_configured_means_nobody_gets_in(
     dynamodb: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from agentstream.config import Settings
-    from agentstream.store.dynamodb import DynamoStore
+    from agentstream.store import Store
     from agentstream.web.app import create_app
 
     monkeypatch.delenv("AGENTSTREAM_ADMIN_KEY", raising=False)
-    app = create_app(Settings(), DynamoStore("agentstream", dynamodb))
+    app = create_app(Settings(), Store("agentstream", dynamodb))
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app), base_url="http://test", headers=AUTH
     ) as c:
@@ -205,24 +205,19 @@ async def test_stream_follows_the_contract(client: httpx.AsyncClient, path: str)
 
 
 @pytest.mark.anyio
-async def test_history_is_sent_on_the_next_turn_and_reported_truthfully(client: httpx.AsyncClient) -> None:
+async def test_history_is_sent_on_the_next_turn(client: httpx.AsyncClient) -> None:
     agent = await _agent(client, memory={"enabled": True, "history_messages": 2})
     url = f"/api/v1/agents/{agent['id']}/chat"
     first = (await client.post(url, json={"message": "my name is Li", "user_id": "u1"})).json()["data"]
-    assert (first["memories_updated"], first["memories_count"]) == (True, 2)
+    assert first["memories_updated"] is True
     second = (await client.post(url, json={"message": "again", "user_id": "u1"})).json()["data"]
-    assert second["memories_count"] == 4
     # history_messages=2: the model saw exactly the previous exchange (input grows by its words)
     assert second["usage"]["input_tokens"] > first["usage"]["input_tokens"]
-    other = (await client.post(url, json={"message": "again", "user_id": "u1", "session_id": "s2"})).json()[
-        "data"
-    ]
-    assert other["memories_count"] == 2
+    sessions = (await client.get(f"/api/v1/agents/{agent['id']}/sessions", params={"user_id": "u1"})).json()
+    assert [(s["session_id"], s["message_count"]) for s in sessions["data"]] == [("default", 4)]
 
     no_memory = await _agent(client, memory={"enabled": False})
-    data = (await client.post(f"/api/v1/agents/{no_memory['id']}/chat", json={"message": "hi"})).json()[
-        "data"
-    ]
+    data = (await client.post(f"/api/v1/agents/{no_memory['id']}/chat", json={"message": "hi"})).json()["data"]
     assert (data["memories_updated"], data["memories_count"]) == (False, 0)
 
 

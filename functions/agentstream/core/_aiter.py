@@ -1,53 +1,89 @@
-"""Pulling from an async iterator with a deadline per pull, without losing the item that was late."""
+"""Reading an async iterator with a timeout and an interrupt, without losing an item that came late.
+
+A ``Pump`` iterates its source in one task of its own and hands items over through a small queue.
+Keeping the whole iteration in one task matters: libraries such as httpx/anyio tie cancel scopes to
+the task that entered them, so a provider stream must not be advanced from a new task per item.
+The queue holds ``ahead`` items at most, so a slow reader slows the source down (backpressure).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-__all__ = ["Puller"]
+__all__ = ["Interrupted", "Pump"]
 
 T = TypeVar("T")
 
 
-class Puller(Generic[T]):
-    """``await pull(timeout)`` returns the next item, raises ``TimeoutError`` if none came in time.
+class Interrupted(Exception):
+    """The interrupt event was set before the next item came."""
 
-    A pull that timed out keeps waiting in the background and its item is returned by the next pull,
-    so nothing is lost or read twice. Each pull runs the source in a child task, so the source must not
-    hold task-bound state (like ``asyncio.timeout``) across its own yields.
-    """
 
-    def __init__(self, source: AsyncIterator[T]) -> None:
-        self._source = source
-        self._pending: asyncio.Future[T] | None = None
+class Pump(Generic[T]):
+    def __init__(self, source: AsyncIterator[T], *, ahead: int = 1) -> None:
+        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(ahead)
+        self._getter: asyncio.Future[tuple[str, Any]] | None = None
+        self._finished = False
+        self._task = asyncio.ensure_future(self._run(source))
 
-    async def pull(self, timeout: float | None) -> T:  # noqa: ASYNC109 (a late item must survive)
-        if self._pending is None:
-            self._pending = asyncio.ensure_future(anext(self._source))
-        if timeout is not None and timeout <= 0 and not self._pending.done():
+    async def _run(self, source: AsyncIterator[T]) -> None:
+        try:
+            async for item in source:
+                await self._queue.put(("item", item))
+            await self._queue.put(("end", None))
+        except Exception as e:
+            await self._queue.put(("error", e))
+        finally:
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def get(self, timeout: float | None = None, interrupt: asyncio.Event | None = None) -> T:  # noqa: ASYNC109
+        """The next item. Raises ``StopAsyncIteration`` at the end, the source's own errors,
+        ``TimeoutError`` after ``timeout`` seconds and ``Interrupted`` once ``interrupt`` is set;
+        after a timeout or an interrupt, the item on its way is kept for the next call."""
+        if self._finished:
+            raise StopAsyncIteration
+        if interrupt is not None and interrupt.is_set():
+            raise Interrupted
+        if self._getter is None:
+            self._getter = asyncio.ensure_future(self._queue.get())
+        getter = self._getter
+        waiters: set[asyncio.Future[Any]] = {getter}
+        stop = None if interrupt is None else asyncio.ensure_future(interrupt.wait())
+        if stop is not None:
+            waiters.add(stop)
+        try:
+            if timeout is None or timeout > 0:
+                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if stop is not None:
+                stop.cancel()
+        if not getter.done():
+            if interrupt is not None and interrupt.is_set():
+                raise Interrupted
             raise TimeoutError
-        done, _ = await asyncio.wait({self._pending}, timeout=timeout)
-        if not done:
-            raise TimeoutError
-        future, self._pending = self._pending, None
-        return future.result()  # re-raises StopAsyncIteration and source errors
+        self._getter = None
+        kind, value = getter.result()
+        if kind == "item":
+            return value  # type: ignore[no-any-return]
+        self._finished = True
+        if kind == "error":
+            raise value
+        raise StopAsyncIteration
 
     def cancel(self) -> None:
-        """Cancel a pull still under way without waiting (for synchronous clean-up paths)."""
-        if self._pending is not None:
-            self._pending.cancel()
-            self._pending = None
+        """Stop the source now, without waiting (for synchronous clean-up paths)."""
+        if self._getter is not None:
+            self._getter.cancel()
+        self._task.cancel()
+        self._finished = True
 
     async def aclose(self) -> None:
-        """Cancel a pull still under way, then close the source (closing its upstream request)."""
-        pending, self._pending = self._pending, None
-        if pending is not None and not pending.done():
-            pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await pending
-        aclose = getattr(self._source, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        """Stop the source and wait until it has closed (its upstream request with it)."""
+        self.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task

@@ -1,8 +1,9 @@
 """The agent loop: call the model, stream its text, run the tools it asks for, repeat.
 
 ``run_agent`` is an async generator of events: ``Start``, then ``TextDelta``/``ToolCall``/``ToolResult``
-as they happen, and always exactly one ``Done`` last (after an ``Error`` when the run failed). Only
-cancellation (the caller closing the generator) ends it without ``Done``: nobody is there to read it.
+as they happen, and always exactly one ``Done`` last: after an ``Error`` when the run failed, with
+status ``timeout`` when the deadline passed and ``cancelled`` when ``turn.stop`` was set. Only closing
+the generator (task cancellation) ends it without ``Done``: then nobody is there to read it.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from agentstream.core._aiter import Puller
+from agentstream.core._aiter import Interrupted, Pump
 from agentstream.core.agents import Agent
 from agentstream.core.events import (
     Done,
@@ -58,6 +59,8 @@ class Turn:
     deadline: float | None = None
     # time.monotonic() when the request arrived: TTFT and duration are measured from here
     started: float = field(default_factory=time.monotonic)
+    # set to stop the run early: it ends at once with ``Done`` status ``cancelled``
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class _DeadlineReached(Exception):
@@ -78,24 +81,21 @@ def _estimate_tokens(messages: Sequence[Message]) -> int:
 
 
 async def _pull_events(
-    stream: AsyncIterator[ProviderEvent], deadline: float | None
-) -> AsyncIterator[ProviderEvent]:
-    """The provider's events, ending with ``_DeadlineReached`` when the deadline passes first."""
-    if deadline is None:
-        async for event in stream:
-            yield event
-        return
-    puller = Puller(stream)
+    stream: AsyncIterator[ProviderEvent], deadline: float | None, stop: asyncio.Event
+) -> AsyncGenerator[ProviderEvent, None]:
+    """The provider's events until it ends, the deadline passes or ``stop`` is set."""
+    pump = Pump(stream)
     try:
         while True:
+            timeout = None if deadline is None else deadline - time.monotonic()
             try:
-                yield await puller.pull(deadline - time.monotonic())
+                yield await pump.get(timeout, stop)
             except StopAsyncIteration:
                 return
             except TimeoutError:
                 raise _DeadlineReached from None
     finally:
-        await puller.aclose()
+        await pump.aclose()
 
 
 async def run_agent(
@@ -117,6 +117,8 @@ async def run_agent(
     status: DoneStatus = "completed"
     try:
         while True:
+            if turn.stop.is_set():
+                raise Interrupted
             if state.steps >= max_steps:
                 raise AgentStreamError(
                     f"the agent asked for tools {max_steps} times without answering (step limit)",
@@ -135,9 +137,9 @@ async def run_agent(
             calls: list[ToolCallRequest] = []
             step_usage: Usage | None = None
             text_events = 0
-            stream = provider.stream(request)
+            events = _pull_events(provider.stream(request), turn.deadline, turn.stop)
             try:
-                async for event in _pull_events(stream, turn.deadline):
+                async for event in events:
                     if isinstance(event, TextChunk):
                         if not event.text:
                             continue
@@ -154,7 +156,7 @@ async def run_agent(
                     elif isinstance(event, StepEnd):
                         pass
             finally:
-                await _aclose(stream)
+                await events.aclose()
             if step_usage is None:
                 step_usage = Usage(_estimate_tokens(messages), text_events, estimated=True)
             state.usage.add(step_usage)
@@ -162,6 +164,8 @@ async def run_agent(
                 break
             messages.append(Message("assistant", "".join(step_text), tool_calls=tuple(calls)))
             for call in calls:
+                if turn.stop.is_set():
+                    raise Interrupted
                 if turn.deadline is not None and time.monotonic() >= turn.deadline:
                     raise _DeadlineReached
                 yield ToolCall(call.id, call.name, dict(call.arguments))
@@ -170,6 +174,8 @@ async def run_agent(
                 messages.append(Message("tool", result.content, tool_call_id=call.id, name=call.name))
     except _DeadlineReached:
         status = "timeout"
+    except Interrupted:
+        status = "cancelled"
     except AgentStreamError as e:
         status = "error"
         yield Error(e.message, e.code)
@@ -202,9 +208,3 @@ async def _run_tool(call: ToolCallRequest, tools: Mapping[str, Tool]) -> ToolRes
         logger.exception("tool %s failed", call.name)
         return ToolResult(call.id, call.name, "error: the tool failed unexpectedly", is_error=True)
     return ToolResult(call.id, call.name, content)
-
-
-async def _aclose(stream: AsyncIterator[ProviderEvent]) -> None:
-    aclose = getattr(stream, "aclose", None)
-    if aclose is not None:
-        await aclose()

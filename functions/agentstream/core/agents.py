@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agentstream.core.providers import PROVIDER_NAMES
-from agentstream.core.tools import BUILTIN_TOOLS
+from agentstream.core.tools import TOOL_NAMES
 
 __all__ = ["Agent", "AgentPatch", "AgentSpec", "MemoryConfig", "ModelConfig"]
 
@@ -38,9 +38,9 @@ class MemoryConfig(_Strict):
 
 
 def _check_tools(tools: list[str]) -> list[str]:
-    unknown = [t for t in tools if t not in BUILTIN_TOOLS]
+    unknown = [t for t in tools if t not in TOOL_NAMES]
     if unknown:
-        raise ValueError(f"unknown tool(s) {unknown}; available: {', '.join(sorted(BUILTIN_TOOLS))}")
+        raise ValueError(f"unknown tool(s) {unknown}; available: {', '.join(sorted(TOOL_NAMES))}")
     if len(set(tools)) != len(tools):
         raise ValueError("tools must not repeat")
     return tools

@@ -15,7 +15,7 @@ import time
 import unicodedata
 from collections.abc import AsyncIterator
 
-from agentstream.core._aiter import Puller
+from agentstream.core._aiter import Pump
 from agentstream.core.events import Event, TextDelta
 
 __all__ = ["regroup_text", "split_text"]
@@ -65,14 +65,14 @@ async def regroup_text(
         async for event in events:
             yield event
         return
-    puller: Puller[Event] = Puller(events)
+    pump: Pump[Event] = Pump(events)
     held = ""
     held_since = 0.0
     try:
         while True:
             timeout = None if not held else max(0.0, held_since + flush_seconds - time.monotonic())
             try:
-                event = await puller.pull(timeout)
+                event = await pump.get(timeout)
             except TimeoutError:
                 yield TextDelta(held)
                 held = ""
@@ -96,4 +96,4 @@ async def regroup_text(
         if held:
             yield TextDelta(held)
     finally:
-        await puller.aclose()
+        await pump.aclose()

@@ -16,6 +16,7 @@ __all__ = [
     "ToolCall",
     "ToolResult",
     "Usage",
+    "event_to_dict",
 ]
 
 DoneStatus = Literal["completed", "error", "cancelled", "timeout"]
@@ -91,3 +92,52 @@ class Done:
 
 
 Event = Start | TextDelta | ToolCall | ToolResult | Metadata | Error | Done
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    """The canonical JSON object of an event: the seed's ``chunk_type`` vocabulary plus ``tool_result``.
+
+    SSE frames it; the run log stores it, so a replay sends exactly what the live stream sent.
+    """
+    match event:
+        case TextDelta(text=text):
+            return {"chunk_type": "content", "content": text}
+        case Start():
+            return {
+                "chunk_type": "start",
+                "message": event.message,
+                "run_id": event.run_id,
+                "agent_id": event.agent_id,
+                "session_id": event.session_id,
+            }
+        case ToolCall():
+            return {
+                "chunk_type": "tool_call",
+                "tool_call_id": event.id,
+                "tool_name": event.name,
+                "arguments": event.arguments,
+            }
+        case ToolResult():
+            return {
+                "chunk_type": "tool_result",
+                "tool_call_id": event.id,
+                "tool_name": event.name,
+                "content": event.content,
+                "is_error": event.is_error,
+            }
+        case Metadata(data=data):
+            return {"chunk_type": "metadata", "data": data}
+        case Error():
+            return {"chunk_type": "error", "content": event.message, "code": event.code}
+        case Done():
+            return {
+                "chunk_type": "done",
+                "status": event.status,
+                "final_response": event.final_response,
+                "total_steps": event.total_steps,
+                "memories_updated": event.memories_updated,
+                "memories_count": event.memories_count,
+                "usage": event.usage.to_dict(),
+                "metrics": event.metrics,
+            }
+    raise TypeError(f"not an event: {event!r}")

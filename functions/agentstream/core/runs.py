@@ -1,8 +1,9 @@
 """A run in flight: the agent's events produced by their own task, read by whoever streams them.
 
-The producer runs apart from the HTTP response so that a client disconnect can cancel it cleanly (or,
+The producer runs apart from the HTTP response so that a client disconnect can stop it cleanly (or,
 with ``on_disconnect: continue``, let it finish), and so that a slow reader slows the producer down
 (a bounded queue: backpressure reaches the upstream model connection instead of piling up in memory).
+Every event is numbered (0, 1, 2, ...) and handed to the recorder, which keeps the run resumable.
 """
 
 from __future__ import annotations
@@ -10,9 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 from agentstream.core.events import Done, Event
+
+if TYPE_CHECKING:
+    from agentstream.core.recorder import RunRecorder
 
 __all__ = ["RunHandle"]
 
@@ -23,7 +28,7 @@ _END = None
 
 
 class RunHandle:
-    """Numbered events of one run (sequence 0, 1, 2, ...), the last one always a ``Done``."""
+    """Numbered events of one run, the last one always a ``Done`` (unless the task is cancelled)."""
 
     def __init__(
         self,
@@ -31,14 +36,16 @@ class RunHandle:
         session_id: str,
         events: AsyncIterator[Event],
         *,
-        on_cancel: Callable[[], Awaitable[None]] | None = None,
+        stop: asyncio.Event,
+        recorder: RunRecorder | None = None,
     ) -> None:
         self.run_id = run_id
         self.session_id = session_id
+        self.done: Done | None = None
         self._queue: asyncio.Queue[tuple[int, Event] | None] = asyncio.Queue(_QUEUE_SIZE)
         self._detached = False
-        self._on_cancel = on_cancel
-        self.done: Done | None = None
+        self._stop = stop
+        self._recorder = recorder
         self._task = asyncio.ensure_future(self._produce(events))
 
     async def _produce(self, events: AsyncIterator[Event]) -> None:
@@ -47,15 +54,14 @@ class RunHandle:
             async for event in events:
                 if isinstance(event, Done):
                     self.done = event
+                if self._recorder is not None:
+                    self._recorder.add(seq, event)
                 if not self._detached:
                     await self._queue.put((seq, event))
                 seq += 1
         except asyncio.CancelledError:
             logger.info("run %s cancelled after %d events", self.run_id, seq)
-            if self._on_cancel is not None:
-                with contextlib.suppress(Exception):
-                    await self._on_cancel()
-            # Cancelled runs have lost their reader; tell one that is left, if there is room.
+            # A cancelled run has lost its reader; tell one that is left, if there is room.
             with contextlib.suppress(asyncio.QueueFull):
                 self._queue.put_nowait(_END)
             raise
@@ -63,6 +69,8 @@ class RunHandle:
             aclose = getattr(events, "aclose", None)
             if aclose is not None:
                 await aclose()
+            if self._recorder is not None:
+                await self._recorder.close(self.done)
         if not self._detached:
             await self._queue.put(_END)
 
@@ -71,15 +79,23 @@ class RunHandle:
         while (item := await self._queue.get()) is not _END:
             yield item
 
+    def stop(self) -> None:
+        """Ask the run to end now: it closes the upstream request and ends with ``Done`` ``cancelled``."""
+        self._stop.set()
+
     def cancel(self) -> None:
-        """Stop the run now (client gone): the upstream request is closed by the cancellation."""
+        """Cancel the producer task outright (nothing more is produced, not even ``Done``)."""
         self._task.cancel()
 
     def detach(self) -> None:
-        """Let the run finish on its own with nobody reading (``on_disconnect: continue``)."""
+        """Nobody reads any more: the run goes on (or stops) without queueing its events."""
         self._detached = True
         while not self._queue.empty():
             self._queue.get_nowait()
+
+    def on_finished(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` once the producer has ended, whatever the way."""
+        self._task.add_done_callback(lambda _: callback())
 
     @property
     def finished(self) -> bool:

@@ -1,14 +1,15 @@
-"""Chat runs: validate a chat request, load the agent and its history, run it, remember the turn.
+"""Chat runs: validate a chat request, load the agent, its history and memories, run it, keep the turn.
 
 This is the use case the HTTP routes and the CLI call; it knows nothing of either.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,14 +19,18 @@ from agentstream.core.events import Done, Error, Event
 from agentstream.core.ids import NAME_PATTERN, new_id
 from agentstream.core.providers import create_provider
 from agentstream.core.providers.base import Message
+from agentstream.core.recorder import RunRecorder
 from agentstream.core.runs import RunHandle
+from agentstream.core.tools import BUILTIN_TOOLS, Tool, remember_tool
 from agentstream.errors import AgentStreamError, BadRequest
+from agentstream.store.memories import MemoryItem, relevant
+from agentstream.store.runs import RunRecord
 
 if TYPE_CHECKING:
     from agentstream.config import Settings
     from agentstream.core.agents import Agent
     from agentstream.core.providers.base import ModelProvider
-    from agentstream.store.base import Store
+    from agentstream.store import Store
 
 __all__ = ["ChatRequest", "ChatService", "StreamOptions"]
 
@@ -56,6 +61,13 @@ class ChatRequest(BaseModel):
 ProviderFactory = Callable[[str, "Settings"], Awaitable["ModelProvider"]]
 
 
+def _system_prompt(agent: Agent, memories: list[MemoryItem]) -> str:
+    if not memories:
+        return agent.instructions
+    facts = "\n".join(f"- {m.content}" for m in memories)
+    return f"{agent.instructions}\n\nWhat you remember about this user:\n{facts}"
+
+
 class ChatService:
     def __init__(
         self, store: Store, settings: Settings, providers: ProviderFactory = create_provider
@@ -63,6 +75,8 @@ class ChatService:
         self.store = store
         self.settings = settings
         self._providers = providers
+        # runs in flight in this process, so a cancel request reaches them at once
+        self.active: dict[str, RunHandle] = {}
 
     async def start(
         self,
@@ -77,50 +91,90 @@ class ChatService:
         started = time.monotonic() if started is None else started
         if len(request.message) > self.settings.max_message_chars:
             raise BadRequest(f"message longer than {self.settings.max_message_chars} characters")
-        agent = await self.store.get_agent(tenant, agent_id)
+        agent = await self.store.agents.get(tenant, agent_id)
         session_id = request.session_id or "default"
-        history: list[Message] = []
-        if agent.memory.enabled and agent.memory.history_messages > 0:
-            stored = await self.store.recent_messages(
-                tenant, agent.id, request.user_id, session_id, limit=agent.memory.history_messages
+        user_id = request.user_id
+        run_id = new_id("run")
+        remembers = agent.memory.enabled or "remember" in agent.tools
+        stored, memories, provider = await asyncio.gather(
+            self.store.conversations.recent(
+                tenant, agent.id, user_id, session_id, limit=agent.memory.history_messages
             )
-            history = [Message(m.role, m.content) for m in stored]
-        provider = await self._providers(agent.model.provider, self.settings)
+            if agent.memory.enabled
+            else _nothing(),
+            self.store.memories.list(tenant, agent.id, user_id) if remembers else _nothing(),
+            self._providers(agent.model.provider, self.settings),
+        )
+        await self.store.runs.create(tenant, RunRecord(run_id, agent.id, session_id, user_id))
+        stop = asyncio.Event()
+        remembered: list[str] = []
+
+        async def save(fact: str) -> str:
+            item = await self.store.memories.add(tenant, agent.id, user_id, fact)
+            remembered.append(item.id)
+            return f"remembered: {item.content}"
+
+        tools: dict[str, Tool] = {**BUILTIN_TOOLS, "remember": remember_tool(save)}
         turn = Turn(
-            run_id=new_id("run"),
-            agent=agent,
+            run_id=run_id,
+            agent=agent.model_copy(
+                update={"instructions": _system_prompt(agent, relevant(memories, request.message))}
+            ),
             session_id=session_id,
-            user_id=request.user_id,
+            user_id=user_id,
             message=request.message,
-            history=history,
+            history=[Message(m.role, m.content) for m in stored],
             deadline=deadline,
             started=started,
+            stop=stop,
         )
         chunk_size = request.stream_options.chunk_size
         if chunk_size is None:
             chunk_size = self.settings.sse_chunk_size
-        events = self._events(tenant, agent, turn, provider, chunk_size)
-        return RunHandle(turn.run_id, session_id, events)
+        events = run_agent(turn, provider, max_steps=self.settings.max_steps, tools=tools)
+        events = regroup_text(events, chunk_size, self.settings.sse_flush_ms / 1000)
+        events = self._remember_turn(tenant, agent, turn, events, remembered)
+        recorder = RunRecorder(self.store.runs, tenant, run_id, on_cancel=stop.set)
+        handle = RunHandle(run_id, session_id, events, stop=stop, recorder=recorder)
+        self.active[run_id] = handle
+        handle.on_finished(lambda: self.active.pop(run_id, None))
+        return handle
 
-    async def _events(
-        self, tenant: str, agent: Agent, turn: Turn, provider: ModelProvider, chunk_size: int
+    async def _remember_turn(
+        self, tenant: str, agent: Agent, turn: Turn, events: AsyncIterator[Event], remembered: list[str]
     ) -> AsyncIterator[Event]:
-        events = run_agent(turn, provider, max_steps=self.settings.max_steps)
-        async for event in regroup_text(events, chunk_size, self.settings.sse_flush_ms / 1000):
-            if isinstance(event, Done) and event.status == "completed" and agent.memory.enabled:
+        """Pass events on; before ``Done``, store the exchange and fill in the memory counts."""
+        async for event in events:
+            if isinstance(event, Done):
                 try:
-                    count = await self.store.append_turn(
-                        tenant,
-                        agent.id,
-                        turn.user_id,
-                        turn.session_id,
-                        run_id=turn.run_id,
-                        user_text=turn.message,
-                        assistant_text=event.final_response,
-                    )
+                    if event.status == "completed" and agent.memory.enabled:
+                        await self.store.conversations.append_turn(
+                            tenant,
+                            agent.id,
+                            turn.user_id,
+                            turn.session_id,
+                            run_id=turn.run_id,
+                            user_text=turn.message,
+                            assistant_text=event.final_response,
+                        )
+                        remembered.append("history")
+                    count = await self.store.memories.count(tenant, agent.id, turn.user_id)
                 except AgentStreamError as e:
                     yield Error(f"the reply could not be saved: {e.message}", e.code)
                     event = dataclasses.replace(event, status="error")
                 else:
-                    event = dataclasses.replace(event, memories_updated=True, memories_count=count)
+                    event = dataclasses.replace(
+                        event, memories_updated=bool(remembered), memories_count=count
+                    )
             yield event
+
+    async def cancel(self, tenant: str, run_id: str) -> None:
+        """Ask a run to stop, wherever it runs: recorded for other instances, signalled to ours."""
+        await self.store.runs.request_cancel(tenant, run_id)
+        handle = self.active.get(run_id)
+        if handle is not None:
+            handle.stop()
+
+
+async def _nothing() -> list[Any]:
+    return []

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agentstream.core.providers.base import ToolSpec
 
-__all__ = ["BUILTIN_TOOLS", "Tool", "ToolFailed", "calculate"]
+__all__ = ["BUILTIN_TOOLS", "TOOL_NAMES", "Tool", "ToolFailed", "calculate", "remember_tool"]
 
 
 class ToolFailed(Exception):
@@ -137,3 +137,31 @@ BUILTIN_TOOLS: dict[str, Tool] = {
         ),
     )
 }
+
+
+REMEMBER_SPEC = ToolSpec(
+    "remember",
+    "Keep a fact about the user for later conversations (e.g. their name or a preference). "
+    "Use it only for facts worth keeping; one short sentence per fact.",
+    {
+        "type": "object",
+        "properties": {"fact": {"type": "string", "description": "the fact, as one short sentence"}},
+        "required": ["fact"],
+    },
+)
+
+
+def remember_tool(save: Callable[[str], Awaitable[str]]) -> Tool:
+    """The ``remember`` tool of one run: ``save(fact)`` stores the fact for the run's agent and user."""
+
+    async def run(args: Mapping[str, Any]) -> str:
+        fact = args.get("fact")
+        if not isinstance(fact, str) or not fact.strip():
+            raise ToolFailed('expected {"fact": "<one short sentence>"}')
+        return await save(fact)
+
+    return Tool(REMEMBER_SPEC, run)
+
+
+# every tool name an agent may list (``remember`` is bound to each run's user, so it is made per run)
+TOOL_NAMES = frozenset({*BUILTIN_TOOLS, REMEMBER_SPEC.name})

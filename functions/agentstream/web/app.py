@@ -14,8 +14,7 @@ from agentstream import __version__
 from agentstream.config import Settings, get_settings
 from agentstream.core.service import ChatService
 from agentstream.errors import AgentStreamError
-from agentstream.store.base import Store
-from agentstream.store.dynamodb import DynamoStore
+from agentstream.store import Store
 from agentstream.web.routes import router
 
 __all__ = ["create_app", "error_response"]
@@ -54,7 +53,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     settings = settings or get_settings()
     app = FastAPI(title="agentstream", version=__version__, docs_url="/docs", redoc_url=None)
     app.state.settings = settings
-    app.state.store = store or DynamoStore(settings.table)
+    app.state.store = store or Store(
+        settings.table, history_ttl_days=settings.history_ttl_days, run_ttl_days=settings.run_ttl_days
+    )
     app.state.chat = ChatService(app.state.store, settings)
 
     @app.exception_handler(AgentStreamError)

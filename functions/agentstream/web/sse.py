@@ -9,64 +9,22 @@ from typing import Any
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from agentstream.core._aiter import Puller
-from agentstream.core.events import Done, Error, Event, Metadata, Start, TextDelta, ToolCall, ToolResult
+from agentstream.core._aiter import Pump
+from agentstream.core.events import Event, event_to_dict
 from agentstream.core.runs import RunHandle
 
-__all__ = ["PING", "EventStreamResponse", "encode_event", "event_payload", "sse_headers"]
+__all__ = ["PING", "EventStreamResponse", "encode_data", "encode_event", "sse_headers"]
 
 PING = b": ping\n\n"
 
 
-def event_payload(event: Event) -> dict[str, Any]:
-    """The JSON object of one event (the seed's ``chunk_type`` vocabulary plus ``tool_result``)."""
-    match event:
-        case TextDelta(text=text):
-            return {"chunk_type": "content", "content": text}
-        case Start():
-            return {
-                "chunk_type": "start",
-                "message": event.message,
-                "run_id": event.run_id,
-                "agent_id": event.agent_id,
-                "session_id": event.session_id,
-            }
-        case ToolCall():
-            return {
-                "chunk_type": "tool_call",
-                "tool_call_id": event.id,
-                "tool_name": event.name,
-                "arguments": event.arguments,
-            }
-        case ToolResult():
-            return {
-                "chunk_type": "tool_result",
-                "tool_call_id": event.id,
-                "tool_name": event.name,
-                "content": event.content,
-                "is_error": event.is_error,
-            }
-        case Metadata(data=data):
-            return {"chunk_type": "metadata", "data": data}
-        case Error():
-            return {"chunk_type": "error", "content": event.message, "code": event.code}
-        case Done():
-            return {
-                "chunk_type": "done",
-                "status": event.status,
-                "final_response": event.final_response,
-                "total_steps": event.total_steps,
-                "memories_updated": event.memories_updated,
-                "memories_count": event.memories_count,
-                "usage": event.usage.to_dict(),
-                "metrics": event.metrics,
-            }
-    raise TypeError(f"not an event: {event!r}")
+def encode_data(seq: int, payload: dict[str, Any]) -> bytes:
+    data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    return f"id: {seq}\ndata: {data}\n\n".encode()
 
 
 def encode_event(seq: int, event: Event) -> bytes:
-    data = json.dumps(event_payload(event), ensure_ascii=False, separators=(",", ":"))
-    return f"id: {seq}\ndata: {data}\n\n".encode()
+    return encode_data(seq, event_to_dict(event))
 
 
 def sse_headers(run_id: str) -> dict[str, str]:
@@ -77,10 +35,10 @@ def sse_headers(run_id: str) -> dict[str, str]:
     }
 
 
-async def _body(events: Puller[tuple[int, Event]], ping_seconds: float) -> AsyncIterator[bytes]:
+async def _body(events: Pump[tuple[int, Event]], ping_seconds: float) -> AsyncIterator[bytes]:
     while True:
         try:
-            seq, event = await events.pull(ping_seconds)
+            seq, event = await events.get(ping_seconds)
         except TimeoutError:
             yield PING
             continue
@@ -95,7 +53,7 @@ class EventStreamResponse(StreamingResponse):
     media_type = "text/event-stream; charset=utf-8"
 
     def __init__(self, run: RunHandle, *, ping_seconds: float, on_close: Callable[[RunHandle], None]) -> None:
-        self._events: Puller[tuple[int, Event]] = Puller(run.events())
+        self._events: Pump[tuple[int, Event]] = Pump(run.events())
         self._run = run
         self._on_close = on_close
         super().__init__(_body(self._events, ping_seconds), headers=sse_headers(run.run_id))

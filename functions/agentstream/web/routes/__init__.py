@@ -1,0 +1,20 @@
+"""The HTTP routes of CONTRACT.md, one module per resource. Each: authenticate, validate, call, shape."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from agentstream.web.routes import agents, chat, conversations, keys, runs
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+for module in (agents, chat, conversations, keys, runs):
+    router.include_router(module.router, prefix="/api/v1")
