@@ -217,7 +217,9 @@ async def test_history_is_sent_on_the_next_turn(client: httpx.AsyncClient) -> No
     assert [(s["session_id"], s["message_count"]) for s in sessions["data"]] == [("default", 4)]
 
     no_memory = await _agent(client, memory={"enabled": False})
-    data = (await client.post(f"/api/v1/agents/{no_memory['id']}/chat", json={"message": "hi"})).json()["data"]
+    data = (await client.post(f"/api/v1/agents/{no_memory['id']}/chat", json={"message": "hi"})).json()[
+        "data"
+    ]
     assert (data["memories_updated"], data["memories_count"]) == (False, 0)
 
 

@@ -1,0 +1,70 @@
+"""The response-streaming Lambda entry point: ``agentstream.handlers.stream.handler``.
+
+For the function URL (``InvokeMode: RESPONSE_STREAM``) and API Gateway REST (``ResponseTransferMode:
+STREAM``). Under the streaming-runtime layer the context says ``response_streaming`` and the handler
+returns an async iterator (prelude dict, then body bytes as the app sends them); the layer writes it to
+the Runtime API as it comes. Called as a plain handler (the managed runtime without the layer, ``sam
+local invoke``, or ``AGENTSTREAM_INVOKE_MODE=buffered``) it returns the ordinary proxy response with the
+whole body.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from agentstream.config import get_settings
+from agentstream.handlers._asgi import AsgiCycle, run_on_thread_loop
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from mangum.types import ASGI, LambdaContext, LambdaEvent
+
+    from agentstream.config import InvokeMode
+
+    StreamHandler = Callable[
+        [LambdaEvent, LambdaContext], dict[str, Any] | AsyncIterator[dict[str, Any] | bytes]
+    ]
+
+__all__ = ["handler", "invoke_mode", "make_handler"]
+
+
+def invoke_mode(context: object) -> InvokeMode:
+    """``AGENTSTREAM_INVOKE_MODE`` if set; else buffered under ``sam local``; else what the runtime offers."""
+    settings = get_settings()
+    if settings.invoke_mode is not None:
+        return settings.invoke_mode
+    if settings.sam_local:
+        return "buffered"
+    return "response_stream" if getattr(context, "response_streaming", False) is True else "buffered"
+
+
+def make_handler(app: ASGI) -> StreamHandler:
+    """A Lambda handler serving ``app``, streamed or buffered as `invoke_mode` decides per invocation."""
+
+    def handle(
+        event: LambdaEvent, context: LambdaContext
+    ) -> dict[str, Any] | AsyncIterator[dict[str, Any] | bytes]:
+        cycle = AsgiCycle(app, event, context)
+        if invoke_mode(context) == "response_stream":
+            return cycle.stream()
+        return run_on_thread_loop(cycle.buffered())
+
+    return handle
+
+
+@functools.cache
+def _app_handler() -> StreamHandler:
+    # Imported on the first invocation, not at import time: the layer and tests can load this module
+    # cheaply, and an app import error surfaces as that invocation's error.
+    app: ASGI = importlib.import_module("agentstream.app").app
+    return make_handler(app)
+
+
+def handler(
+    event: LambdaEvent, context: LambdaContext
+) -> dict[str, Any] | AsyncIterator[dict[str, Any] | bytes]:
+    """The Lambda entry point for ``agentstream.app:app``."""
+    return _app_handler()(event, context)
