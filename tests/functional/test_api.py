@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,7 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_KEY
-from tests.support.server import parse_sse_block
+from tests.support.server import parse_sse
 
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 SCRIPTED = {"provider": "scripted", "name": "demo"}
@@ -32,12 +31,7 @@ async def _agent(client: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
 
 
 def _events(raw: bytes) -> list[dict[str, Any]]:
-    out = []
-    for block in raw.split(b"\n\n"):
-        _, data, _ = parse_sse_block(block)
-        if data is not None:
-            out.append(json.loads(data))
-    return out
+    return [data for _, data in parse_sse(raw)]
 
 
 @pytest.mark.anyio

@@ -7,7 +7,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +64,16 @@ class SSEStream:
         return "".join(e["content"] for e in self.of("content"))
 
 
+def parse_sse(raw: bytes) -> list[tuple[int, dict[str, Any]]]:
+    """(id, data) of every event in a whole SSE body."""
+    events = []
+    for block in raw.split(b"\n\n"):
+        event_id, data, _ = parse_sse_block(block)
+        if data is not None:
+            events.append((int(event_id) if event_id is not None else -1, json.loads(data)))
+    return events
+
+
 def parse_sse_block(block: bytes) -> tuple[str | None, str | None, str | None]:
     """(id, data, comment) of one SSE event block; strict: each block is valid UTF-8 on its own."""
     text = block.decode("utf-8")  # raises on a broken UTF-8 sequence
@@ -79,9 +89,18 @@ def parse_sse_block(block: bytes) -> tuple[str | None, str | None, str | None]:
 
 
 def read_sse(
-    url: str, body: dict[str, Any], *, key: str, stop_after: int | None = None, timeout: float = 30
+    url: str,
+    body: dict[str, Any],
+    *,
+    key: str,
+    stop_after: int | None = None,
+    timeout: float = 30,
+    on_event: Callable[[SSEStream], None] | None = None,
 ) -> SSEStream:
-    """POST and read the SSE answer as it arrives, timestamping every event at the socket level."""
+    """POST and read the SSE answer as it arrives, timestamping every event at the socket level.
+
+    ``on_event`` is called after each event with what has been read so far (e.g. to act mid-stream).
+    """
     headers = {"Authorization": f"Bearer {key}"}
     with httpx.Client(timeout=timeout) as client, client.stream("POST", url, json=body, headers=headers) as r:
         result = SSEStream(r.status_code, r.headers)
@@ -96,6 +115,8 @@ def read_sse(
                     result.comments.append(comment)
                 if data is not None:
                     result.events.append(SSEEvent(event_id, json.loads(data), time.monotonic()))
+                    if on_event is not None:
+                        on_event(result)
             if stop_after is not None and len(result.events) >= stop_after:
                 break
         return result

@@ -7,7 +7,7 @@ Behaviour, from the agent's ``model.options``:
 - ``stall_after`` (int): stop producing (but stay open) after this many deltas (timeouts, cancellation).
 Tools: when the agent has ``calculator`` and the user's last message contains arithmetic such as
 ``2+3*4``, the first step asks for the calculator, and the next step answers with its result; likewise
-``current_time`` when the message asks for the time.
+``current_time`` when the message asks for the time, and ``remember`` for "remember that ...".
 Usage is counted in whitespace-separated words, which keeps it deterministic.
 """
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["ScriptedProvider", "create"]
 
 _ARITHMETIC = re.compile(r"[-+(]*\d+(?:\.\d+)?(?:\s*[-+*/^%]+\s*[-+(]*\d+(?:\.\d+)?\)*)+")
+_REMEMBER = re.compile(r"\bremember(?: that)?\s+(.+)", re.IGNORECASE)
 _TIME = re.compile(r"\b(time|clock|date)\b|几点|时间", re.IGNORECASE)
 
 
@@ -84,6 +85,8 @@ class ScriptedProvider:
         if last.role != "user":
             return None
         call_id = f"call_{uuid.uuid5(uuid.NAMESPACE_OID, last.content).hex[:12]}"
+        if "remember" in tool_names and (match := _REMEMBER.search(last.content)):
+            return ToolCallRequest(call_id, "remember", {"fact": match.group(1).strip()})
         if "calculator" in tool_names and (match := _ARITHMETIC.search(last.content)):
             return ToolCallRequest(call_id, "calculator", {"expression": match.group(0).strip()})
         if "current_time" in tool_names and _TIME.search(last.content):
