@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from fakes.openai_upstream import FakeOpenAI
+
 EVENTS_DIR = Path(__file__).parent / "events"
 
 
@@ -37,3 +39,10 @@ def load_event(name: str) -> dict[str, Any]:
     """A JSON fixture from tests/events/."""
     data: dict[str, Any] = json.loads((EVENTS_DIR / name).read_text(encoding="utf-8"))
     return data
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """A fake OpenAI-compatible upstream on 127.0.0.1, scripted per request (see tests/fakes/)."""
+    with FakeOpenAI() as server:
+        yield server

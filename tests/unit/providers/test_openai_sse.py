@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentstream.core.providers._sse import SSEDecoder, ServerSentEvent
+from agentstream.core.providers._sse import ServerSentEvent, SSEDecoder
 
 # Multi-line data, a comment, CRLF line ends, an event name, an id, and text whose characters span
 # 2, 3 and 4 bytes, ZWJ sequences, flags and combining marks: every split point below cuts something.
@@ -15,7 +15,7 @@ STREAM = (
     "data: 👨‍👩‍👧‍👦 🇯🇵🇫🇷 é ñ\r\n"
     "\r\n"
     "event: error\r\n"
-    "data:{\"message\": \"überlastet\"}\r\n"
+    'data:{"message": "überlastet"}\r\n'
     "\r\n"
     "data: [DONE]\r\n"
     "\r\n"
