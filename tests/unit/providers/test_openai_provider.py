@@ -92,7 +92,7 @@ async def test_text_is_exact_when_split_in_two_at_every_byte_of_the_text(fake_op
     body = reply.body()
     start = body.index(TEXT.encode())
     cuts = range(start + 1, start + len(TEXT.encode()))
-    fake_openai.enqueue(*(Reply().text(TEXT).finish().done().split_at(cut) for cut in cuts))
+    fake_openai.enqueue(*(Reply().text(TEXT).finish().done().split_at(cut, pause=0.002) for cut in cuts))
     async with httpx.AsyncClient() as client:
         provider = OpenAIProvider(base_url=fake_openai.base_url, client=client)
         for cut in cuts:
@@ -127,17 +127,83 @@ async def test_streamed_tool_calls_are_reassembled(fake_openai: FakeOpenAI) -> N
     ]
 
 
+async def test_whole_tool_calls_without_index_and_usage_beside_finish_reason(fake_openai: FakeOpenAI) -> None:
+    # Some servers send each call whole, with no "index", and the usage in the finishing chunk.
+    calls = [
+        {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "calculator", "arguments": '{"expression": "1"}'},
+        },
+        {"id": "call_2", "type": "function", "function": {"name": "current_time", "arguments": "{}"}},
+    ]
+    chunk = {
+        "choices": [
+            {"index": 0, "delta": {"role": "assistant", "tool_calls": calls}, "finish_reason": "tool_calls"}
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+    }
+    fake_openai.enqueue(Reply().event(chunk).done())
+    events = await collect(OpenAIProvider(base_url=fake_openai.base_url))
+    assert events == [
+        ToolCallRequest(id="call_1", name="calculator", arguments={"expression": "1"}),
+        ToolCallRequest(id="call_2", name="current_time", arguments={}),
+        UsageReport(Usage(input_tokens=5, output_tokens=2)),
+        StepEnd("tool_calls"),
+    ]
+
+
+async def test_only_the_first_choice_is_read(fake_openai: FakeOpenAI) -> None:
+    both = {"choices": [{"index": 1, "delta": {"content": "B"}}, {"index": 0, "delta": {"content": "A"}}]}
+    fake_openai.enqueue(Reply().event(both).finish().done())
+    assert text_of(await collect(OpenAIProvider(base_url=fake_openai.base_url))) == "A"
+
+
+async def test_when_usage_comes_with_every_chunk_the_last_counts(fake_openai: FakeOpenAI) -> None:
+    running = {
+        "choices": [{"index": 0, "delta": {"content": "a"}}],
+        "usage": {"prompt_tokens": 4, "completion_tokens": 1},
+    }
+    fake_openai.enqueue(Reply().event(running).finish().usage(4, 2).done())
+    events = await collect(OpenAIProvider(base_url=fake_openai.base_url))
+    assert events == [TextChunk("a"), UsageReport(Usage(input_tokens=4, output_tokens=2)), StepEnd("stop")]
+
+
 async def test_tool_call_without_arguments_gets_an_empty_object(fake_openai: FakeOpenAI) -> None:
     fake_openai.enqueue(Reply().tool_call(0, id="call_t", name="current_time").finish("tool_calls").done())
     events = await collect(OpenAIProvider(base_url=fake_openai.base_url))
     assert events == [ToolCallRequest(id="call_t", name="current_time", arguments={}), StepEnd("tool_calls")]
 
 
-async def test_tool_call_with_invalid_json_arguments_is_an_upstream_error(fake_openai: FakeOpenAI) -> None:
-    reply = Reply().tool_call(0, id="call_x", name="calculator", arguments='{"expression": "1+').finish()
-    fake_openai.enqueue(reply.done())
-    with pytest.raises(UpstreamError, match=r"invalid JSON arguments for tool 'calculator'"):
+@pytest.mark.parametrize(
+    ("name", "arguments", "expected"),
+    [
+        (
+            "calculator",
+            '{"expression": "1+',
+            r"invalid JSON arguments for tool 'calculator': \{\"expression\": \"1\+",
+        ),
+        ("calculator", '["1+1"]', r"arguments for tool 'calculator' that are not a JSON object"),
+        (None, "{}", r"tool call without a function name"),
+    ],
+    ids=["invalid-json", "not-an-object", "no-name"],
+)
+async def test_a_broken_tool_call_is_an_upstream_error(
+    fake_openai: FakeOpenAI, name: str | None, arguments: str, expected: str
+) -> None:
+    fake_openai.enqueue(
+        Reply().tool_call(0, id="call_x", name=name, arguments=arguments).finish("tool_calls").done()
+    )
+    with pytest.raises(UpstreamError, match=expected):
         await collect(OpenAIProvider(base_url=fake_openai.base_url))
+
+
+async def test_a_tool_call_without_id_gets_one(fake_openai: FakeOpenAI) -> None:
+    fake_openai.enqueue(Reply().tool_call(0, name="current_time", arguments="{}").finish("tool_calls").done())
+    [call, _] = await collect(OpenAIProvider(base_url=fake_openai.base_url))
+    assert isinstance(call, ToolCallRequest)
+    assert call.name == "current_time"
+    assert call.id.startswith("call_")
 
 
 async def test_no_usage_report_when_the_server_sends_no_usage(fake_openai: FakeOpenAI) -> None:
@@ -161,7 +227,7 @@ async def test_request_body_and_headers(fake_openai: FakeOpenAI) -> None:
         model="glm-4-flash",
         messages=[
             Message(role="system", content="You are terse."),
-            Message(role="user", content="你好, what is 2+3?"),
+            Message(role="user", content="你好, what is 2+3?", name="alice"),
             Message(role="assistant", content="", tool_calls=(calc,)),
             Message(role="tool", content="5", tool_call_id="call_1", name="calculator"),
         ],
@@ -178,7 +244,7 @@ async def test_request_body_and_headers(fake_openai: FakeOpenAI) -> None:
         "model": "glm-4-flash",
         "messages": [
             {"role": "system", "content": "You are terse."},
-            {"role": "user", "content": "你好, what is 2+3?"},
+            {"role": "user", "content": "你好, what is 2+3?", "name": "alice"},
             {
                 "role": "assistant",
                 "content": None,
@@ -246,6 +312,15 @@ async def test_fold_system_into_user_for_servers_that_drop_system_messages(fake_
     ]
 
 
+async def test_fold_system_without_a_user_message_sends_the_system_text_as_one(
+    fake_openai: FakeOpenAI,
+) -> None:
+    fake_openai.enqueue(Reply.chat("ok"))
+    provider = OpenAIProvider(base_url=fake_openai.base_url, fold_system_into_user=True)
+    await collect(provider, ask(messages=[Message(role="system", content="Greet the user.")]))
+    assert fake_openai.requests[0].json["messages"] == [{"role": "user", "content": "Greet the user."}]
+
+
 @pytest.mark.parametrize(
     ("reply", "expected"),
     [
@@ -267,7 +342,17 @@ async def test_fold_system_into_user_for_servers_that_drop_system_messages(fake_
             r"HTTP 502: <html> <h1>Bad Gateway</h1></html>",
             id="html",
         ),
+        pytest.param(
+            Reply(422).raw(
+                '{"detail": [{"loc": ["body", "temperature"], "msg": "Input should be a number"}]}'
+            ),
+            r"HTTP 422: Input should be a number$",
+            id="fastapi",
+        ),
         pytest.param(Reply(503), r"HTTP 503: Service Unavailable", id="empty-body"),
+        pytest.param(
+            Reply(500).raw('{"unexpected": true}'), r'HTTP 500: \{"unexpected": true\}', id="unknown-json"
+        ),
         pytest.param(
             Reply(200, headers={"content-type": "application/json"}).raw('{"error": {"message": "quota"}}'),
             r"JSON instead of an event stream: quota",
@@ -287,7 +372,7 @@ async def test_http_errors_carry_the_status_and_the_upstream_message(
 
 
 async def test_an_error_body_is_cut_to_a_short_excerpt(fake_openai: FakeOpenAI) -> None:
-    fake_openai.enqueue(Reply.error(500, "x" * 5_000))
+    fake_openai.enqueue(Reply.error(500, "x" * 100_000))
     with pytest.raises(UpstreamError) as caught:
         await collect(OpenAIProvider(base_url=fake_openai.base_url))
     assert len(caught.value.message) < 300
@@ -298,6 +383,14 @@ async def test_an_error_body_is_cut_to_a_short_excerpt(fake_openai: FakeOpenAI) 
     [
         pytest.param(
             Reply().text("ok").raw("data: {not json\n\n"), r"malformed stream chunk: \{not json", id="json"
+        ),
+        pytest.param(
+            Reply().text("ok").raw("data: [1, 2]\n\n"), r"malformed stream chunk: \[1, 2\]", id="not-object"
+        ),
+        pytest.param(
+            Reply().text("ok").event({"choices": [{"index": 0, "delta": "oops"}]}),
+            r"malformed stream chunk: .*oops",
+            id="bad-shape",
         ),
         pytest.param(
             Reply().text("ok").event({"error": {"message": "content filter triggered", "code": "1301"}}),
@@ -351,15 +444,26 @@ async def test_a_stalled_stream_times_out(fake_openai: FakeOpenAI) -> None:
     assert caught.value.code == "upstream_timeout"
 
 
-async def test_a_connect_timeout_is_an_upstream_timeout() -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectTimeout("timed out", request=request)
+@pytest.mark.parametrize(
+    ("error", "kind", "expected"),
+    [
+        (httpx.ConnectTimeout, UpstreamTimeout, r"^timed out connecting to the model API$"),
+        (httpx.PoolTimeout, UpstreamTimeout, r"^the model API request timed out$"),
+        (httpx.ReadError, UpstreamError, r"^the model API request failed: ReadError: boom$"),
+    ],
+)
+async def test_transport_errors(
+    error: type[httpx.TransportError], kind: type[UpstreamError], expected: str
+) -> None:
+    def fail(request: httpx.Request) -> httpx.Response:
+        raise error("boom", request=request)
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as client:
+    async with httpx.AsyncClient(transport=httpx.MockTransport(fail)) as client:
         provider = OpenAIProvider(base_url="http://model.invalid/v1", client=client)
-        with pytest.raises(UpstreamTimeout, match="connecting") as caught:
+        with pytest.raises(UpstreamError, match=expected) as caught:
             await collect(provider)
-    assert isinstance(caught.value.__cause__, httpx.ConnectTimeout)
+    assert type(caught.value) is kind
+    assert isinstance(caught.value.__cause__, error)
 
 
 async def test_nobody_listening_is_an_upstream_error() -> None:
@@ -415,3 +519,10 @@ async def test_a_shared_client_serves_several_calls_and_stays_open(fake_openai: 
         assert text_of(await collect(provider)) == "one"
         assert text_of(await collect(provider)) == "two"
         assert not client.is_closed
+
+
+async def test_the_fake_answers_an_unscripted_request_with_a_clear_error(fake_openai: FakeOpenAI) -> None:
+    with pytest.raises(
+        UpstreamError, match="HTTP 500: fake_openai: no scripted reply left for POST /v1/chat/completions"
+    ):
+        await collect(OpenAIProvider(base_url=fake_openai.base_url))

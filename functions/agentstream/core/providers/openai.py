@@ -96,7 +96,7 @@ class OpenAIProvider:
                         if sse.data == "[DONE]":
                             step.done = True
                             break
-                        text = step.apply(self._chunk(sse.event, sse.data))
+                        text = self._apply(step, sse.event, sse.data)
                         if text:
                             yield TextChunk(text)
                     if step.done:
@@ -156,7 +156,8 @@ class OpenAIProvider:
             raise UpstreamError(f"the model API answered HTTP {response.status_code}: {reason}")
         raise UpstreamError(f"the model API answered JSON instead of an event stream: {detail}")
 
-    def _chunk(self, event: str, data: str) -> dict[str, Any]:
+    def _apply(self, step: _Step, event: str, data: str) -> str:
+        """Parse one stream event into ``step``; return its text."""
         if event == "error":
             detail = self._redact(_error_text(data))
             raise UpstreamError(f"the model API reported an error mid-stream: {detail}")
@@ -169,7 +170,10 @@ class OpenAIProvider:
         if chunk.get("error") is not None:
             detail = self._redact(_message_of(chunk) or _excerpt(data))
             raise UpstreamError(f"the model API reported an error mid-stream: {detail}")
-        return chunk
+        try:
+            return step.apply(chunk)
+        except (AttributeError, TypeError) as exc:  # a field of an unexpected type
+            raise UpstreamError(f"the model API sent a malformed stream chunk: {_excerpt(data)}") from exc
 
     def _transport_message(self, exc: httpx.HTTPError) -> str:
         if isinstance(exc, httpx.ConnectError):
@@ -208,11 +212,9 @@ class _Step:
             )
         text = ""
         for choice in chunk.get("choices") or ():
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+            if choice.get("index", 0) != 0:
                 continue
-            delta = choice.get("delta")
-            if not isinstance(delta, dict):
-                delta = {}
+            delta = choice.get("delta") or {}
             content = delta.get("content")
             if isinstance(content, str):
                 text += content
@@ -222,9 +224,7 @@ class _Step:
                 self.finish_reason = str(choice["finish_reason"])
         return text
 
-    def _add_fragment(self, fragment: Any) -> None:
-        if not isinstance(fragment, dict):
-            return
+    def _add_fragment(self, fragment: dict[str, Any]) -> None:
         index = fragment.get("index")
         if not isinstance(index, int):
             # Servers that send whole calls without an index: a new id starts a new call.
@@ -234,9 +234,7 @@ class _Step:
         call = self.calls.setdefault(index, _PartialCall())
         if fragment.get("id"):
             call.id = str(fragment["id"])
-        function = fragment.get("function")
-        if not isinstance(function, dict):
-            return
+        function = fragment.get("function") or {}
         if function.get("name"):
             call.name = str(function["name"])
         if isinstance(function.get("arguments"), str):
@@ -317,17 +315,18 @@ def _error_text(text: str) -> str:
 
 def _message_of(payload: Any) -> str:
     """``{"error": {"message"}}`` (OpenAI, Zhipu, DeepSeek), ``{"error": "..."}`` (Ollama, llama.cpp),
-    ``{"message"}`` (vLLM), ``{"detail"}`` (FastAPI servers)."""
+    ``{"message"}`` (vLLM), ``{"detail": str or [{"msg"}]}`` (FastAPI servers)."""
+    if isinstance(payload, list) and payload:
+        return _message_of(payload[0])
     if not isinstance(payload, dict):
         return ""
-    for key in ("error", "message", "detail"):
+    for key in ("error", "message", "detail", "msg"):
         value = payload.get(key)
         if isinstance(value, str) and value:
             return _excerpt(value)
-        if isinstance(value, dict):
-            nested = _message_of(value)
-            if nested:
-                return nested
+        nested = _message_of(value) if isinstance(value, dict | list) else ""
+        if nested:
+            return nested
     return ""
 
 
