@@ -6,7 +6,7 @@ Use the ``fake_openai`` fixture (tests/conftest.py)::
     provider = OpenAIProvider(base_url=fake_openai.base_url)         # base_url ends in /v1
     ...
     fake_openai.requests[0].json["messages"]                         # what the client sent
-    await fake_openai.wait_client_closed(0, timeout=1.0)             # the client hung up (after aclose)
+    await fake_openai.wait_client_closed(0, within=1.0)              # the client hung up (after aclose)
 
 A ``Reply`` is a status, headers and a list of *writes*: each write goes out as one HTTP chunk
 (``Transfer-Encoding: chunked``) in its own socket write, so the client's reads see exactly those
@@ -67,7 +67,8 @@ class Reply:
         pause: float = 0.0,
     ) -> Reply:
         """A role chunk, one chunk per text delta (``pause`` s apart), finish, usage, [DONE]."""
-        reply = cls().event(cls._envelope({"role": "assistant", "content": ""}, "fake-model"))
+        reply = cls()
+        reply.event(cls._envelope({"role": "assistant", "content": ""}, reply.model))
         for i, delta in enumerate(deltas):
             if i and pause:
                 reply.pause(pause)
