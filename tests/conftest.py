@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from tests.fakes.openai_upstream import FakeOpenAI
+
 EVENTS_DIR = Path(__file__).parent / "events"
 
 
@@ -80,3 +82,10 @@ def live_server(app: Any) -> Iterator[str]:
 
     with serve_in_thread(app) as url:
         yield url
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """A fake OpenAI-compatible upstream on 127.0.0.1, scripted per request (see tests/fakes/)."""
+    with FakeOpenAI() as server:
+        yield server

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     )
     openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
     openai_api_key_secret_id: str | None = Field(None, validation_alias="OPENAI_API_KEY_SECRET_ARN")
+    # Some servers drop system messages (llama.cpp's gemma chat format): fold them into the first user turn.
+    openai_fold_system: bool = Field(False, validation_alias="OPENAI_FOLD_SYSTEM_PROMPT")
     # Seconds to wait for the upstream to connect / between two reads of its stream.
     upstream_connect_timeout: float = Field(
         10.0, gt=0, validation_alias="AGENTSTREAM_UPSTREAM_CONNECT_TIMEOUT"

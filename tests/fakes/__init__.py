@@ -1,0 +1,1 @@
+"""Fakes of the services agentstream talks to, for tests."""
