@@ -183,6 +183,8 @@ class RecordedRequest:
     # Set when the client closed the connection while its reply was still playing (e.g. after aclose()).
     client_closed_at: float | None = None
     client_closed: threading.Event = field(default_factory=threading.Event)
+    # when each body write of the reply left (time.monotonic()), in order
+    sent_at: list[float] = field(default_factory=list)
 
     @property
     def json(self) -> Any:
@@ -305,13 +307,15 @@ class FakeOpenAI:
         gone = asyncio.Event()
         watcher = asyncio.create_task(self._watch(reader, request, gone))
         try:
-            await self._play(reply, writer, gone)
+            await self._play(reply, writer, gone, request)
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
 
-    async def _play(self, reply: Reply, writer: asyncio.StreamWriter, gone: asyncio.Event) -> None:
+    async def _play(
+        self, reply: Reply, writer: asyncio.StreamWriter, gone: asyncio.Event, request: RecordedRequest
+    ) -> None:
         reason = HTTPStatus(reply.status).phrase
         head = [f"HTTP/1.1 {reply.status} {reason}"]
         head += [f"{name}: {value}" for name, value in reply.headers.items()]
@@ -325,6 +329,7 @@ class FakeOpenAI:
                     await asyncio.wait_for(gone.wait(), item)
             elif item:
                 await self._write(writer, b"%x\r\n%s\r\n" % (len(item), item))
+                request.sent_at.append(time.monotonic())
         if reply.ending == "end":
             await self._write(writer, b"0\r\n\r\n")
         elif reply.ending == "stall":
