@@ -98,7 +98,8 @@ def test_tool_round_trip_through_the_upstream(server: str, fake_openai: FakeOpen
     )
     stream = _chat(server, _agent(server, ["calculator"]))
     kinds = [e.data["chunk_type"] for e in stream.events]
-    assert kinds == ["start", "tool_call", "tool_result", "content", "content", "done"]
+    assert kinds == ["start", "tool_call", "tool_result", "metadata", "content", "content", "done"]
+    assert stream.of("metadata")[0]["data"] == {"progress": {"step": 2, "max_steps": 8}}
     assert stream.of("tool_call")[0]["arguments"] == {"expression": "2+3*4"}
     assert stream.of("tool_result")[0]["content"] == "14"
     assert stream.events[-1].data["total_steps"] == 2

@@ -21,6 +21,7 @@ from agentstream.core.events import (
     DoneStatus,
     Error,
     Event,
+    Metadata,
     Start,
     TextDelta,
     ToolCall,
@@ -73,6 +74,7 @@ class _State:
     steps: int = 0
     usage: Usage = field(default_factory=Usage)
     first_text_at: float | None = None
+    text_events: int = 0
 
 
 def _estimate_tokens(messages: Sequence[Message]) -> int:
@@ -125,6 +127,8 @@ async def run_agent(
                     code="step_limit_exceeded",
                 )
             state.steps += 1
+            if state.steps > 1:  # progress of a multi-step run, before each further model call
+                yield Metadata({"progress": {"step": state.steps, "max_steps": max_steps}})
             request = ModelRequest(
                 model=agent.model.name,
                 messages=tuple(messages),
@@ -148,6 +152,7 @@ async def run_agent(
                         step_text.append(event.text)
                         state.text.append(event.text)
                         text_events += 1
+                        state.text_events += 1
                         yield TextDelta(event.text)
                     elif isinstance(event, ToolCallRequest):
                         calls.append(event)
@@ -183,15 +188,29 @@ async def run_agent(
         logger.exception("run %s failed", turn.run_id)
         status = "error"
         yield Error("internal error while running the agent", "internal_error")
-    now = time.monotonic()
-    ttft = None if state.first_text_at is None else round((state.first_text_at - turn.started) * 1000)
     yield Done(
         status=status,
         final_response="".join(state.text),
         total_steps=state.steps,
         usage=state.usage,
-        metrics={"ttft_ms": ttft, "duration_ms": round((now - turn.started) * 1000)},
+        metrics=_metrics(turn, state),
     )
+
+
+def _metrics(turn: Turn, state: _State) -> dict[str, int | float | None]:
+    """Streaming metrics: time to first token, duration, and the output rate once text flowed."""
+    now = time.monotonic()
+    first = state.first_text_at
+    streaming_s = None if first is None else now - first
+    rate = None
+    if streaming_s and streaming_s > 0 and state.usage.output_tokens:
+        rate = round(state.usage.output_tokens / streaming_s, 1)
+    return {
+        "ttft_ms": None if first is None else round((first - turn.started) * 1000),
+        "duration_ms": round((now - turn.started) * 1000),
+        "content_events": state.text_events,
+        "output_tokens_per_s": rate,
+    }
 
 
 async def _run_tool(call: ToolCallRequest, tools: Mapping[str, Tool]) -> ToolResult:

@@ -76,6 +76,7 @@ async def test_text_streams_and_ends_with_done() -> None:
     assert (done.status, done.final_response, done.total_steps) == ("completed", "Hello", 1)
     assert done.usage == Usage(5, 2)
     assert done.metrics["ttft_ms"] is not None
+    assert done.metrics["content_events"] == 2
     assert provider.requests[0].messages[0].role == "system"
     assert provider.requests[0].messages[-1].content == "hi"
 
