@@ -526,3 +526,27 @@ async def test_the_fake_answers_an_unscripted_request_with_a_clear_error(fake_op
         UpstreamError, match="HTTP 500: fake_openai: no scripted reply left for POST /v1/chat/completions"
     ):
         await collect(OpenAIProvider(base_url=fake_openai.base_url))
+
+
+def _escaped_delta(escaped_text: str) -> str:
+    """A chunk whose content is written with JSON \\u escapes exactly as given (ASCII on the wire)."""
+    return 'data: {"choices":[{"index":0,"delta":{"content":"' + escaped_text + '"}}]}\n\n'
+
+
+async def test_a_surrogate_pair_split_across_chunks_becomes_one_character(fake_openai: FakeOpenAI) -> None:
+    reply = Reply()
+    for piece in ["smile ", "\\ud83d", "\\ude00", " and ", "\\ud83c\\udde8", "\\ud83c\\uddf3", "!"]:
+        reply.raw(_escaped_delta(piece))
+    fake_openai.enqueue(reply.finish("stop").done())
+    events = await collect(OpenAIProvider(base_url=fake_openai.base_url))
+    assert text_of(events) == "smile 😀 and 🇨🇳!"
+    for event in events:
+        if isinstance(event, TextChunk):
+            event.text.encode("utf-8")  # every chunk is sendable text on its own
+
+
+async def test_a_surrogate_without_partner_becomes_a_replacement_character(fake_openai: FakeOpenAI) -> None:
+    reply = Reply().raw(_escaped_delta("a\\ude00b")).raw(_escaped_delta("c\\ud83d"))
+    fake_openai.enqueue(reply.finish("stop").done())
+    events = await collect(OpenAIProvider(base_url=fake_openai.base_url))
+    assert text_of(events) == "a\ufffdbc\ufffd"

@@ -25,6 +25,7 @@ the TLS context is built once per process). Inject one shared client to reuse co
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -93,16 +94,19 @@ class OpenAIProvider:
             ):
                 await self._check_response(response)
                 decoder = SSEDecoder()
+                held = ""  # a high surrogate whose low half is in the next chunk
                 async for data in response.aiter_bytes():
                     for sse in decoder.feed(data):
                         if sse.data == "[DONE]":
                             step.done = True
                             break
-                        text = self._apply(step, sse.event, sse.data)
+                        text, held = _pair_surrogates(held + self._apply(step, sse.event, sse.data))
                         if text:
                             yield TextChunk(text)
                     if step.done:
                         break
+                if held:
+                    yield TextChunk("\ufffd")  # the model's text ended inside a character
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout(_timeout_message(exc)) from exc
         except httpx.HTTPError as exc:
@@ -186,6 +190,24 @@ class OpenAIProvider:
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "[redacted]") if self._api_key else text
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _pair_surrogates(text: str) -> tuple[str, str]:
+    """Text safe to send, and a trailing high surrogate to hold for the next chunk.
+
+    JSON may escape a character outside the BMP as a surrogate pair (``"\\ud83d\\ude00"``), and a
+    server may put the two halves in two chunks: joined here, they become the one real character.
+    A surrogate that has no partner at all is not text: it becomes U+FFFD rather than break encoding.
+    """
+    if not _SURROGATE.search(text):
+        return text, ""
+    held = ""
+    if "\ud800" <= text[-1] <= "\udbff":
+        text, held = text[:-1], text[-1]
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace"), held
 
 
 @dataclass
