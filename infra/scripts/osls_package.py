@@ -9,6 +9,7 @@ server answers "it does not" on loopback. Everything else osls does offline. Nee
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -22,6 +23,7 @@ OSLS = ROOT / "node_modules" / ".bin" / "osls"
 def package(out: Path, stage: str = "dev", region: str = "us-east-1") -> None:
     if not OSLS.exists():
         raise SystemExit(f"error: {OSLS} is missing: run `npm ci` (make infra-tools)")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # its 400s are the expected "no such stack"
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
@@ -34,6 +36,7 @@ def package(out: Path, stage: str = "dev", region: str = "us-east-1") -> None:
             "AWS_REGION": region,
             "SLS_TELEMETRY_DISABLED": "1",
             "SLS_NOTIFICATIONS_MODE": "off",
+            "NODE_NO_WARNINGS": "1",  # the AWS SDK's notice about future Node versions
         }
         for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
             env.pop(var, None)

@@ -5,6 +5,8 @@ Read as YAML (no tooling needed); tests/infra/test_tooling.py checks what the to
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -14,6 +16,7 @@ from agentstream.store import schema
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+ROOT = Path(__file__).resolve().parents[2]
 Template = dict[str, Any]
 
 
@@ -230,3 +233,18 @@ def test_outputs_give_what_a_deployer_needs(sam_template: Template) -> None:
     outputs = sam_template["Outputs"]
     assert outputs["FunctionUrl"]["Value"] == {"Fn::GetAtt": ["StreamFunctionUrl", "FunctionUrl"]}
     assert {"RestApiUrl", "TableName", "AdminKeySecretArn", "OpenAIApiKeySecretArn"} <= outputs.keys()
+
+
+def test_samconfig_environments_set_only_template_parameters(sam_template: Template) -> None:
+    config = tomllib.loads((ROOT / "infra" / "samconfig.toml").read_text(encoding="utf-8"))
+    assert {"default", "prod"} <= config.keys()
+    stack_names = set()
+    for env in ("default", "prod"):
+        stack_names.add(config[env]["global"]["parameters"]["stack_name"])
+        deploy = config[env]["deploy"]["parameters"]
+        assert deploy["capabilities"] == "CAPABILITY_IAM"
+        for override in deploy["parameter_overrides"].split():
+            name, _, value = override.partition("=")
+            parameter = sam_template["Parameters"][name]
+            assert str(value) in map(str, parameter.get("AllowedValues", [value])), override
+    assert len(stack_names) == 2
