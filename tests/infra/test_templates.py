@@ -229,10 +229,13 @@ def test_both_roles_are_the_same_but_for_their_log_group(
     )
 
 
-def test_outputs_give_what_a_deployer_needs(sam_template: Template) -> None:
+def test_outputs_give_what_a_deployer_needs(sam_template: Template, serverless_config: Template) -> None:
     outputs = sam_template["Outputs"]
     assert outputs["FunctionUrl"]["Value"] == {"Fn::GetAtt": ["StreamFunctionUrl", "FunctionUrl"]}
     assert {"RestApiUrl", "TableName", "AdminKeySecretArn", "OpenAIApiKeySecretArn"} <= outputs.keys()
+    sls_outputs = serverless_config["resources"]["Outputs"]
+    assert sls_outputs["FunctionUrl"]["Value"] == {"Fn::GetAtt": ["StreamLambdaFunctionUrl", "FunctionUrl"]}
+    assert outputs.keys() == sls_outputs.keys()
 
 
 def test_samconfig_environments_set_only_template_parameters(sam_template: Template) -> None:
