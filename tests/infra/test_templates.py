@@ -205,8 +205,9 @@ def test_both_templates_share_conditions_parameters_and_logs(
         assert sls_defaults[key] == sam_params[name]["Default"], name
     assert sls_defaults["allowedOrigin"] == sam_params["AllowedOrigin"]["Default"]
     log_group = _sam_resources(sam_template)["StreamFunctionLogGroup"]["Properties"]
-    assert serverless_config["provider"]["logRetentionInDays"] == sam_params["LogRetentionInDays"]["Default"]
     assert log_group["RetentionInDays"] == {"Ref": "LogRetentionInDays"}
+    assert serverless_config["provider"]["logRetentionInDays"] == "${param:logRetentionInDays}"
+    assert sls_defaults["logRetentionInDays"] == sam_params["LogRetentionInDays"]["Default"]
 
 
 def test_both_roles_are_the_same_but_for_their_log_group(
@@ -251,3 +252,14 @@ def test_samconfig_environments_set_only_template_parameters(sam_template: Templ
             parameter = sam_template["Parameters"][name]
             assert str(value) in map(str, parameter.get("AllowedValues", [value])), override
     assert len(stack_names) == 2
+
+
+def test_stages_have_the_same_settings_in_both_tools(serverless_config: Template) -> None:
+    config = tomllib.loads((ROOT / "infra" / "samconfig.toml").read_text(encoding="utf-8"))
+    for sam_env, stage in (("default", "dev"), ("prod", "prod")):
+        overrides = dict(
+            o.split("=", 1) for o in config[sam_env]["deploy"]["parameters"]["parameter_overrides"].split()
+        )
+        assert overrides["Stage"] == stage
+        stage_params = {**serverless_config["params"]["default"], **serverless_config["params"][stage]}
+        assert str(stage_params["logRetentionInDays"]) == overrides["LogRetentionInDays"]

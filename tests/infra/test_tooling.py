@@ -204,3 +204,14 @@ def test_sam_build_and_make_build_ship_the_same_dependencies(out: Path) -> None:
     built = distributions(_files(_tree(out / "sam-build" / "DependenciesLayer")))
     assert zipped
     assert built == zipped
+
+
+def test_osls_deploys_the_zips_of_make_build(osls_cfn: Template) -> None:
+    function = _one(osls_cfn, "AWS::Lambda::Function")["Properties"]
+    assert function["Code"]["S3Key"].endswith("/function.zip")
+    layers = {
+        name: r["Properties"]["Content"]["S3Key"]
+        for name, r in _of_type(osls_cfn, "AWS::Lambda::LayerVersion").items()
+    }
+    assert layers["StreamingRuntimeLambdaLayer"].endswith("/layer-streaming-runtime.zip")
+    assert layers["DependenciesLambdaLayer"].endswith("/layer-dependencies.zip")
