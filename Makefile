@@ -57,7 +57,8 @@ build: $(STAMP)
 	$(PY) infra/scripts/build.py zips --arch $(ARCH) --out build
 
 $(TOOLS_STAMP): infra/requirements-tools.txt
-	@command -v $(TOOLS_PYTHON) >/dev/null || { echo "error: need $(TOOLS_PYTHON) on PATH (sam build)" >&2; exit 1; }
+	@$(TOOLS_PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null || { \
+		echo "error: need Python 3.12 as $(TOOLS_PYTHON) on PATH (sam build uses it); e.g. TOOLS_PYTHON=/path/to/python3.12" >&2; exit 1; }
 	@test -x $(TOOLS_VENV)/bin/python || $(TOOLS_PYTHON) -m venv $(TOOLS_VENV)
 	$(TOOLS_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(TOOLS_VENV)/bin/python -m pip install --quiet -r infra/requirements-tools.txt
