@@ -1,0 +1,265 @@
+"""template.yaml and serverless.yml describe one stack: same function, table, secrets and IAM.
+
+Read as YAML (no tooling needed); tests/infra/test_tooling.py checks what the tools make of them.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from agentstream.store import schema
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+ROOT = Path(__file__).resolve().parents[2]
+Template = dict[str, Any]
+
+
+def _sam_function(sam: Template) -> Template:
+    props: Template = {**sam["Globals"]["Function"], **sam["Resources"]["StreamFunction"]["Properties"]}
+    return props
+
+
+def _sls_function(sls: Template) -> Template:
+    fn: Template = {**sls["provider"], **sls["functions"]["stream"]}
+    return fn
+
+
+def _sam_resources(sam: Template) -> Template:
+    resources: Template = sam["Resources"]
+    return resources
+
+
+def _sls_resources(sls: Template) -> Template:
+    resources: Template = sls["resources"]["Resources"]
+    return resources
+
+
+def _statements(role: Template) -> list[Template]:
+    return [s for policy in role["Properties"]["Policies"] for s in policy["PolicyDocument"]["Statement"]]
+
+
+def _flat_statements(role: Template) -> Iterator[Template]:
+    """Every statement of a role, including the branches of conditional (Fn::If) ones."""
+    for statement in _statements(role):
+        if "Fn::If" in statement:
+            yield from (s for s in statement["Fn::If"][1:] if "Effect" in s)
+        else:
+            yield statement
+
+
+def _actions(statement: Template) -> list[str]:
+    action = statement["Action"]
+    return [action] if isinstance(action, str) else list(action)
+
+
+@pytest.fixture(params=["template.yaml", "serverless.yml"])
+def resources(
+    request: pytest.FixtureRequest, sam_template: Template, serverless_config: Template
+) -> Template:
+    if request.param == "template.yaml":
+        return _sam_resources(sam_template)
+    return _sls_resources(serverless_config)
+
+
+def test_table_is_the_one_agentstream_init_table_creates(resources: Template) -> None:
+    table = resources["Table"]["Properties"]
+    expected = schema.create_table_request("ignored")
+    assert table["KeySchema"] == expected["KeySchema"]
+    assert table["AttributeDefinitions"] == expected["AttributeDefinitions"]
+    assert table["BillingMode"] == expected["BillingMode"]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": schema.TTL_ATTRIBUTE, "Enabled": True}
+    assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert "GlobalSecondaryIndexes" not in table
+    assert "LocalSecondaryIndexes" not in table
+    assert resources["Table"]["DeletionPolicy"] == "Retain"
+
+
+def test_iam_grants_named_actions_only(resources: Template) -> None:
+    statements = list(_flat_statements(resources["StreamFunctionRole"]))
+    assert statements
+    for statement in statements:
+        assert statement["Effect"] == "Allow"
+        for action in _actions(statement):
+            assert "*" not in action, statement
+
+
+def test_iam_reaches_only_the_stacks_own_table_and_secrets(resources: Template) -> None:
+    by_sid = {s["Sid"]: s for s in _flat_statements(resources["StreamFunctionRole"])}
+    assert by_sid["Table"]["Resource"] == {"Fn::GetAtt": ["Table", "Arn"]}
+    assert by_sid["Secrets"]["Action"] == "secretsmanager:GetSecretValue"
+    assert by_sid["Secrets"]["Resource"] == [
+        {"Fn::If": ["CreateAdminKeySecret", {"Ref": "AdminKeySecret"}, {"Ref": "AdminKeySecretArn"}]},
+        {
+            "Fn::If": [
+                "CreateOpenAIApiKeySecret",
+                {"Ref": "OpenAIApiKeySecret"},
+                {"Ref": "OpenAIApiKeySecretArn"},
+            ]
+        },
+    ]
+    assert _actions(by_sid["Bedrock"]) == ["bedrock:InvokeModelWithResponseStream"]
+
+
+def test_bedrock_is_granted_only_when_enabled(resources: Template) -> None:
+    conditional = [s for s in _statements(resources["StreamFunctionRole"]) if "Fn::If" in s]
+    assert [s["Fn::If"][0] for s in conditional] == ["BedrockEnabled"]
+    assert conditional[0]["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+
+
+def test_secrets_are_generated_never_written_in_the_template(resources: Template) -> None:
+    for name in ("AdminKeySecret", "OpenAIApiKeySecret"):
+        props = resources[name]["Properties"]
+        assert "SecretString" not in props
+        assert props["GenerateSecretString"]["PasswordLength"] >= 32
+
+
+def test_both_templates_describe_the_same_function(
+    sam_template: Template, serverless_config: Template
+) -> None:
+    sam, sls = _sam_function(sam_template), _sls_function(serverless_config)
+    assert sam["Handler"] == sls["handler"] == "agentstream.handlers.stream.handler"
+    assert sam["Runtime"] == sls["runtime"] == "python3.12"
+    assert sam["Architectures"] == [sls["architecture"]] == ["arm64"]
+    assert sam["MemorySize"] == sls["memorySize"]
+    assert sam["Timeout"] == sls["timeout"]
+    assert sam["Environment"]["Variables"] == sls["environment"]
+
+
+def test_the_function_runs_under_the_streaming_runtime_layer(
+    sam_template: Template, serverless_config: Template
+) -> None:
+    sam, sls = _sam_function(sam_template), _sls_function(serverless_config)
+    assert sam["Environment"]["Variables"]["AWS_LAMBDA_EXEC_WRAPPER"] == "/opt/bootstrap"
+    assert sam["Layers"] == [{"Ref": "StreamingRuntimeLayer"}, {"Ref": "DependenciesLayer"}]
+    layers = _sam_resources(sam_template)
+    assert layers["StreamingRuntimeLayer"]["Properties"]["ContentUri"] == "layers/streaming-runtime/"
+    assert layers["DependenciesLayer"]["Properties"]["ContentUri"] == "layers/dependencies/"
+    assert sls["layers"] == [{"Ref": "StreamingRuntimeLambdaLayer"}, {"Ref": "DependenciesLambdaLayer"}]
+    sls_layers = serverless_config["layers"]
+    assert sls_layers["streamingRuntime"]["package"]["artifact"] == "build/layer-streaming-runtime.zip"
+    assert sls_layers["dependencies"]["package"]["artifact"] == "build/layer-dependencies.zip"
+    assert sls["package"]["artifact"] == "build/function.zip"
+
+
+def test_keys_reach_the_function_as_secret_arns_only(sam_template: Template) -> None:
+    env = _sam_function(sam_template)["Environment"]["Variables"]
+    assert "AGENTSTREAM_ADMIN_KEY" not in env
+    assert "OPENAI_API_KEY" not in env
+    assert {"AGENTSTREAM_ADMIN_KEY_SECRET_ARN", "OPENAI_API_KEY_SECRET_ARN"} <= env.keys()
+    assert env["AGENTSTREAM_TABLE"] == {"Ref": "Table"}
+
+
+def test_both_templates_stream_through_the_function_url(
+    sam_template: Template, serverless_config: Template
+) -> None:
+    sam_url = _sam_function(sam_template)["FunctionUrlConfig"]
+    sls_url = _sls_function(serverless_config)["url"]
+    assert sam_url["InvokeMode"] == sls_url["invokeMode"] == "RESPONSE_STREAM"
+    assert sam_url["AuthType"] == "NONE"
+    sam_cors, sls_cors = sam_url["Cors"], sls_url["cors"]
+    assert sam_cors["AllowMethods"] == sls_cors["allowedMethods"]
+    assert sam_cors["AllowHeaders"] == sls_cors["allowedHeaders"]
+    assert sam_cors["ExposeHeaders"] == sls_cors["exposedResponseHeaders"] == ["x-run-id"]
+    assert sam_cors["MaxAge"] == sls_cors["maxAge"]
+
+
+def test_both_templates_stream_through_a_regional_rest_api(
+    sam_template: Template, serverless_config: Template
+) -> None:
+    sam, sls = _sam_function(sam_template), _sls_function(serverless_config)
+    integration_timeout = sam["Timeout"] * 1000
+    sam_routes = set()
+    for event in sam["Events"].values():
+        props = event["Properties"]
+        assert event["Type"] == "Api"
+        assert props["ResponseTransferMode"] == "RESPONSE_STREAM"
+        assert props["TimeoutInMillis"] == integration_timeout
+        sam_routes.add((props["Path"], props["Method"].upper()))
+    sls_routes = set()
+    for event in sls["events"]:
+        http = event["http"]
+        assert http["response"] == {"transferMode": "STREAM"}
+        assert http["timeoutInMillis"] == integration_timeout
+        sls_routes.add((http["path"], http["method"].upper()))
+    assert sam_routes == sls_routes == {("/", "ANY"), ("/{proxy+}", "ANY")}
+    api = _sam_resources(sam_template)["RestApi"]["Properties"]
+    assert api["EndpointConfiguration"] == {"Type": "REGIONAL"}
+    assert serverless_config["provider"]["endpointType"] == "REGIONAL"
+
+
+def test_both_templates_share_conditions_parameters_and_logs(
+    sam_template: Template, serverless_config: Template
+) -> None:
+    assert sam_template["Conditions"] == serverless_config["resources"]["Conditions"]
+    sam_params = sam_template["Parameters"]
+    sls_defaults = serverless_config["params"]["default"]
+    sls_params = serverless_config["resources"]["Parameters"]
+    for name, param in sls_params.items():
+        key = param["Default"].removeprefix("${param:").removesuffix("}")
+        assert sls_defaults[key] == sam_params[name]["Default"], name
+    assert sls_defaults["allowedOrigin"] == sam_params["AllowedOrigin"]["Default"]
+    log_group = _sam_resources(sam_template)["StreamFunctionLogGroup"]["Properties"]
+    assert log_group["RetentionInDays"] == {"Ref": "LogRetentionInDays"}
+    assert serverless_config["provider"]["logRetentionInDays"] == "${param:logRetentionInDays}"
+    assert sls_defaults["logRetentionInDays"] == sam_params["LogRetentionInDays"]["Default"]
+
+
+def test_both_roles_are_the_same_but_for_their_log_group(
+    sam_template: Template, serverless_config: Template
+) -> None:
+    sam_role = _sam_resources(sam_template)["StreamFunctionRole"]
+    sls_role = _sls_resources(serverless_config)["StreamFunctionRole"]
+    sam_logs, sls_logs = (
+        next(s for s in _statements(role) if s.get("Sid") == "Logs") for role in (sam_role, sls_role)
+    )
+    assert sam_logs["Resource"] == {"Fn::GetAtt": ["StreamFunctionLogGroup", "Arn"]}
+    # osls makes the function's log group itself and names it after the function.
+    assert sls_logs["Resource"] == {"Fn::GetAtt": ["StreamLogGroup", "Arn"]}
+    assert {**sam_logs, "Resource": None} == {**sls_logs, "Resource": None}
+    others = [[s for s in _statements(role) if s.get("Sid") != "Logs"] for role in (sam_role, sls_role)]
+    assert others[0] == others[1]
+    assert (
+        sam_role["Properties"]["AssumeRolePolicyDocument"]
+        == sls_role["Properties"]["AssumeRolePolicyDocument"]
+    )
+
+
+def test_outputs_give_what_a_deployer_needs(sam_template: Template, serverless_config: Template) -> None:
+    outputs = sam_template["Outputs"]
+    assert outputs["FunctionUrl"]["Value"] == {"Fn::GetAtt": ["StreamFunctionUrl", "FunctionUrl"]}
+    assert {"RestApiUrl", "TableName", "AdminKeySecretArn", "OpenAIApiKeySecretArn"} <= outputs.keys()
+    sls_outputs = serverless_config["resources"]["Outputs"]
+    assert sls_outputs["FunctionUrl"]["Value"] == {"Fn::GetAtt": ["StreamLambdaFunctionUrl", "FunctionUrl"]}
+    assert outputs.keys() == sls_outputs.keys()
+
+
+def test_samconfig_environments_set_only_template_parameters(sam_template: Template) -> None:
+    config = tomllib.loads((ROOT / "infra" / "samconfig.toml").read_text(encoding="utf-8"))
+    assert {"default", "prod"} <= config.keys()
+    stack_names = set()
+    for env in ("default", "prod"):
+        stack_names.add(config[env]["global"]["parameters"]["stack_name"])
+        deploy = config[env]["deploy"]["parameters"]
+        assert deploy["capabilities"] == "CAPABILITY_IAM"
+        for override in deploy["parameter_overrides"].split():
+            name, _, value = override.partition("=")
+            parameter = sam_template["Parameters"][name]
+            assert str(value) in map(str, parameter.get("AllowedValues", [value])), override
+    assert len(stack_names) == 2
+
+
+def test_stages_have_the_same_settings_in_both_tools(serverless_config: Template) -> None:
+    config = tomllib.loads((ROOT / "infra" / "samconfig.toml").read_text(encoding="utf-8"))
+    for sam_env, stage in (("default", "dev"), ("prod", "prod")):
+        overrides = dict(
+            o.split("=", 1) for o in config[sam_env]["deploy"]["parameters"]["parameter_overrides"].split()
+        )
+        assert overrides["Stage"] == stage
+        stage_params = {**serverless_config["params"]["default"], **serverless_config["params"][stage]}
+        assert str(stage_params["logRetentionInDays"]) == overrides["LogRetentionInDays"]
