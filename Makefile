@@ -81,3 +81,7 @@ infra-check: $(STAMP) infra-tools
 	@# osls itself adds a DependsOn that a GetAtt already implies (W3005).
 	$(TOOLS_VENV)/bin/cfn-lint --ignore-checks W3005 -- $(INFRA_OUT)/serverless/cloudformation-template-update-stack.json
 	AGENTSTREAM_INFRA_CHECK=$(INFRA_OUT) $(PY) -m pytest tests/infra -m infra_tools $(PYTEST_ARGS)
+
+.PHONY: bench
+bench: $(STAMP)
+	$(PY) -m bench.stream_bench
