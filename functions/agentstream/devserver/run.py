@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import httpx
 
-from agentstream.devserver.dynamodb import dynamodb_env, start_dynamodb
-from agentstream.devserver.llm import LLMUnavailable, start_local_llm
+from agentstream.devserver.dynamodb import dynamodb_env, local_dynamodb
+from agentstream.devserver.llm import LLMUnavailable, local_llm
 from agentstream.devserver.procs import DevServerError, Service, port_is_free, stop_all
 
 if TYPE_CHECKING:
@@ -49,8 +49,9 @@ Provider = Literal["local", "scripted", "openai"]
 HOST = "127.0.0.1"
 AGENT_INSTRUCTIONS = "You are a helpful assistant. Answer briefly and clearly."
 TOOLS = ["calculator", "current_time"]
-# Variables that would send the app's boto3 to a real AWS account instead of the local DynamoDB.
-_AWS_VARS_TO_DROP = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_DEFAULT_PROFILE")
+# Not passed on to the app: this module's own options, and what would send boto3 to a real AWS account.
+_VARS_TO_DROP = frozenset({"PORT", "PROVIDER", "MODEL", "RESET", "DATA_DIR", "CACHE_DIR", "AWS_PROFILE",
+                           "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"})  # fmt: skip
 
 
 def say(text: str = "", out: TextIO | None = None) -> None:
@@ -151,7 +152,7 @@ def agent_spec(provider: Provider, model: str) -> dict[str, Any]:
     name = {"local": "local", "scripted": "scripted", "openai": "remote"}[provider]
     api_provider = "scripted" if provider == "scripted" else "openai"
     # The 270M model rambles: cap its replies.
-    settings: dict[str, Any] = {"max_tokens": 512} if provider == "local" else {}
+    settings: dict[str, Any] = {"max_tokens": 256} if provider == "local" else {}
     return {
         "name": name,
         "instructions": AGENT_INSTRUCTIONS,
@@ -212,7 +213,7 @@ class Orchestrator:
         self.base = f"http://{HOST}:{options.port}"
 
     def app_env(self, key: str, dynamodb_endpoint: str) -> dict[str, str]:
-        env = {k: v for k, v in self.env.items() if k not in _AWS_VARS_TO_DROP}
+        env = {k: v for k, v in self.env.items() if k not in _VARS_TO_DROP}
         env.update(dynamodb_env(dynamodb_endpoint))
         env["AGENTSTREAM_ADMIN_KEY"] = key
         return env
@@ -221,15 +222,17 @@ class Orchestrator:
         """Start or find the model, set the app's OPENAI_* variables; (provider, model, description)."""
         opts = self.options
         if opts.provider == "local":
+            say("starting the local model (Gemma 3 270M on llama.cpp) ...")
             try:
-                llm = start_local_llm(opts.cache_dir, opts.data_dir)
+                llm = local_llm(opts.cache_dir, opts.data_dir)
             except LLMUnavailable as e:
-                say(f"the local model cannot run here: {e}")
-                say("  -> falling back to the scripted provider (canned replies, no model).")
-                say("     For a real model fix the above, or use any OpenAI-compatible endpoint:")
-                say("     make run OPENAI_BASE_URL=https://.../v1 OPENAI_API_KEY=... MODEL=...")
-                return "scripted", "demo", "scripted provider (fallback)"
+                return self.fallback(str(e))
             self.services.append(llm.service)
+            try:
+                llm.start()
+            except DevServerError as e:
+                stop_all([llm.service])
+                return self.fallback(str(e))
             env["OPENAI_BASE_URL"] = llm.base_url
             env["OPENAI_API_KEY"] = "local"  # llama.cpp's server accepts anything
             return "local", llm.model, f"{llm.model} on llama.cpp at {llm.base_url}"
@@ -239,14 +242,24 @@ class Orchestrator:
             return "openai", model, f"{model} at {base_url}"
         return "scripted", "demo", "scripted provider"
 
+    def fallback(self, reason: str) -> tuple[Provider, str, str]:
+        say(f"the local model cannot run here: {reason}")
+        say("  -> falling back to the scripted provider (canned replies, no model).")
+        say("     For a real model fix the above, or use any OpenAI-compatible endpoint:")
+        say("     make run OPENAI_BASE_URL=https://.../v1 OPENAI_API_KEY=... MODEL=...")
+        return "scripted", "demo", "scripted provider (fallback: no local model)"
+
     def run(self) -> None:
         opts = self.options
         check_port(opts.port)
         with run_lock(opts.data_dir):
             key, key_source = load_admin_key(self.env, opts.data_dir / "admin-key")
-            db = start_dynamodb(opts.data_dir, opts.cache_dir, reset=opts.reset)
+            say("starting a local DynamoDB ...")
+            db = local_dynamodb(opts.data_dir, opts.cache_dir, reset=opts.reset)
             self.services.append(db.service)
+            db.start()
             env = self.app_env(key, db.endpoint)
+            say("creating the table if missing (agentstream init-table) ...")
             self.init_table(env)
             provider, model, model_text = self.start_model(env)
             check_port(opts.port)  # the model's first build can take minutes: check again
@@ -257,6 +270,7 @@ class Orchestrator:
                 env=env,
             )  # fmt: skip
             self.services.append(app)
+            say(f"starting the app on {self.base} ...")
             app.start()
             app.wait_http(f"{self.base}/healthz", timeout=60, ready=lambda r: r.status_code == 200)
             with httpx.Client(
@@ -314,6 +328,8 @@ class Orchestrator:
 
 def main(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> int:
     env = os.environ if env is None else env
+    # Also where a shell started us with SIGINT ignored (background jobs): Ctrl-C and kill must stop all.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     orchestrator: Orchestrator | None = None
     try:
