@@ -9,7 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv test lint check fmt build infra-tools infra-check
+.PHONY: help venv run test lint check fmt build infra-tools infra-check
 
 help:
 	@echo "make run    run the service locally (no AWS account, no API key)"
@@ -27,6 +27,12 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 venv: $(STAMP)
+
+# DynamoDB Local + a local model (built once, ~4 min) + the app on http://127.0.0.1:8000; Ctrl-C stops all.
+# Options (make variables, passed on as environment): PROVIDER=local|scripted|openai PORT=8000 RESET=1
+# MODEL=... DATA_DIR=... CACHE_DIR=... (see functions/agentstream/devserver/run.py).
+run: $(STAMP)
+	$(PY) -m agentstream.devserver
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentstream import __version__
@@ -20,6 +22,8 @@ from agentstream.web.routes import router
 __all__ = ["create_app", "error_response"]
 
 logger = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
 
 _STATUS_CODES = {
     400: "bad_request",
@@ -80,4 +84,11 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         return error_response(500, "internal_error", "internal error")
 
     app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def chat_page() -> FileResponse:
+        """The chat page (no auth: it asks for a key and sends it as a bearer token)."""
+        return FileResponse(STATIC / "index.html")
+
     return app

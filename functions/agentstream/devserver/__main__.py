@@ -1,0 +1,3 @@
+from agentstream.devserver.run import main
+
+raise SystemExit(main())
