@@ -235,6 +235,8 @@ class Orchestrator:
                 return self.fallback(str(e))
             env["OPENAI_BASE_URL"] = llm.base_url
             env["OPENAI_API_KEY"] = "local"  # llama.cpp's server accepts anything
+            # its gemma chat format drops system messages: the instructions go into the first user turn
+            env.setdefault("OPENAI_FOLD_SYSTEM_PROMPT", "true")
             return "local", llm.model, f"{llm.model} on llama.cpp at {llm.base_url}"
         if opts.provider == "openai":
             base_url = env["OPENAI_BASE_URL"]
