@@ -250,3 +250,22 @@ async def test_unknown_routes_and_methods_use_the_error_body(client: httpx.Async
     assert (r.status_code, r.json()["error"]["code"]) == (404, "not_found")
     r = await client.put("/api/v1/agents")
     assert (r.status_code, r.json()["error"]["code"]) == (405, "method_not_allowed")
+
+
+@pytest.mark.anyio
+async def test_json_chat_maps_a_looping_model_to_502(client: httpx.AsyncClient, app: Any) -> None:
+    from agentstream.core.providers.base import ModelRequest, StepEnd, ToolCallRequest
+
+    class Looping:
+        async def stream(self, request: ModelRequest) -> Any:
+            yield ToolCallRequest("c", "calculator", {"expression": "1+1"})
+            yield StepEnd("tool_calls")
+
+    async def factory(name: str, settings: Any) -> Looping:
+        return Looping()
+
+    app.state.chat._providers = factory
+    agent = await _agent(client, tools=["calculator"])
+    r = await client.post(f"/api/v1/agents/{agent['id']}/chat", json={"message": "loop"})
+    assert (r.status_code, r.json()["error"]["code"]) == (502, "step_limit_exceeded")
+    assert r.json()["data"]["total_steps"] == 8

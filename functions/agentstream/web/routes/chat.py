@@ -17,6 +17,9 @@ from agentstream.web.sse import EventStreamResponse
 
 router = APIRouter(tags=["chat"])
 
+# HTTP status of a JSON chat whose run ended with an error event, by the event's code
+_ERROR_STATUS = {"upstream_timeout": 504, "step_limit_exceeded": 502, "store_unavailable": 503}
+
 
 def _deadline(request: Request, margin_ms: int) -> float | None:
     """Monotonic time by which a run must end: the Lambda deadline minus a safety margin."""
@@ -73,9 +76,7 @@ async def chat_json(
     }
     headers = {"X-Run-Id": run.run_id}
     if error is not None:
-        status = (
-            504 if error.code == "upstream_timeout" else 502 if error.code.startswith("upstream") else 500
-        )
+        status = _ERROR_STATUS.get(error.code, 502 if error.code.startswith("upstream") else 500)
         content = {"error": {"code": error.code, "message": error.message}, "data": data}
         return JSONResponse(content, status_code=status, headers=headers)
     return JSONResponse({"data": data}, headers=headers)
