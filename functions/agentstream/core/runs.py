@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
-from agentstream.core.events import Done, Event
+from agentstream.core.events import Done, Error, Event, TextDelta
 
 if TYPE_CHECKING:
     from agentstream.core.recorder import RunRecorder
@@ -50,15 +50,31 @@ class RunHandle:
 
     async def _produce(self, events: AsyncIterator[Event]) -> None:
         seq = 0
+        text: list[str] = []
+
+        async def emit(event: Event) -> None:
+            nonlocal seq
+            if isinstance(event, Done):
+                self.done = event
+            elif isinstance(event, TextDelta):
+                text.append(event.text)
+            if self._recorder is not None:
+                self._recorder.add(seq, event)
+            if not self._detached:
+                await self._queue.put((seq, event))
+            seq += 1
+
         try:
-            async for event in events:
-                if isinstance(event, Done):
-                    self.done = event
-                if self._recorder is not None:
-                    self._recorder.add(seq, event)
-                if not self._detached:
-                    await self._queue.put((seq, event))
-                seq += 1
+            try:
+                async for event in events:
+                    await emit(event)
+            except Exception:
+                # A bug below the agent loop (which ends every run with Done itself): the reader still
+                # gets an error and exactly one Done, never a stream that stops or hangs.
+                logger.exception("run %s failed", self.run_id)
+                if self.done is None:
+                    await emit(Error("internal error while running the agent", "internal_error"))
+                    await emit(Done(status="error", final_response="".join(text), total_steps=0))
         except asyncio.CancelledError:
             logger.info("run %s cancelled after %d events", self.run_id, seq)
             # A cancelled run has lost its reader; tell one that is left, if there is room.
