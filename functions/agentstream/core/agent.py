@@ -33,7 +33,6 @@ from agentstream.core.providers.base import (
     ModelProvider,
     ModelRequest,
     ProviderEvent,
-    StepEnd,
     TextChunk,
     ToolCallRequest,
     UsageReport,
@@ -115,7 +114,7 @@ async def run_agent(
         *turn.history,
         Message("user", turn.message),
     ]
-    agent_tools = [tools[name] for name in agent.tools if name in tools]
+    agent_tools = {name: tools[name] for name in agent.tools if name in tools}
     status: DoneStatus = "completed"
     try:
         while True:
@@ -132,7 +131,7 @@ async def run_agent(
             request = ModelRequest(
                 model=agent.model.name,
                 messages=tuple(messages),
-                tools=tuple(t.spec for t in agent_tools),
+                tools=tuple(t.spec for t in agent_tools.values()),
                 temperature=agent.model.temperature,
                 max_tokens=agent.model.max_tokens,
                 extra=agent.model.options,
@@ -158,13 +157,10 @@ async def run_agent(
                         calls.append(event)
                     elif isinstance(event, UsageReport):
                         step_usage = event.usage
-                    elif isinstance(event, StepEnd):
-                        pass
             finally:
                 await events.aclose()
-            if step_usage is None:
-                step_usage = Usage(_estimate_tokens(messages), text_events, estimated=True)
-            state.usage.add(step_usage)
+                # counted also when the step was cut short (timeout, cancel, upstream failure)
+                state.usage.add(step_usage or Usage(_estimate_tokens(messages), text_events, estimated=True))
             if not calls:
                 break
             messages.append(Message("assistant", "".join(step_text), tool_calls=tuple(calls)))
@@ -174,7 +170,7 @@ async def run_agent(
                 if turn.deadline is not None and time.monotonic() >= turn.deadline:
                     raise _DeadlineReached
                 yield ToolCall(call.id, call.name, dict(call.arguments))
-                result = await _run_tool(call, {t.name: t for t in agent_tools})
+                result = await _run_tool(call, agent_tools)
                 yield result
                 messages.append(Message("tool", result.content, tool_call_id=call.id, name=call.name))
     except _DeadlineReached:

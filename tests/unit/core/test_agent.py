@@ -165,6 +165,7 @@ async def test_deadline_ends_the_run_with_timeout_and_what_was_said() -> None:
     done = events[-1]
     assert isinstance(done, Done)
     assert (done.status, done.final_response) == ("timeout", "so far")
+    assert (done.usage.output_tokens, done.usage.estimated) == (1, True)  # the cut step still counts
     assert provider.closed == 1
 
 
