@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from agentstream.devserver.procs import free_port, port_is_free
+from tests.support.processes import alive
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,14 +44,6 @@ def _children(pid: int) -> set[int]:
                 found.add(child)
                 todo.append(child)
     return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_make_run_serves_streams_and_stops_cleanly(tmp_path: Path) -> None:
@@ -131,7 +124,7 @@ def test_make_run_serves_streams_and_stops_cleanly(tmp_path: Path) -> None:
             assert make.stdout is not None
             make.stdout.close()
     deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in started) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in started) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not [pid for pid in started if _alive(pid)], "processes left behind after Ctrl-C"
+    assert not [pid for pid in started if alive(pid)], "processes left behind after Ctrl-C"
     assert port_is_free("127.0.0.1", port)

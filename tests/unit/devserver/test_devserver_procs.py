@@ -9,16 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.support.processes import alive
 
 from agentstream.devserver.procs import DevServerError, Service, free_port, port_is_free, stop_all
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_a_listening_port_is_not_free() -> None:
@@ -54,11 +47,11 @@ def test_stop_all_takes_down_the_whole_group(tmp_path: Path) -> None:
     shell, grandchild = map(int, pids.read_text().split())
     assert os.getpgid(grandchild) == service.pid
     stop_all([service])
-    assert not _alive(shell)
+    assert not alive(shell)
     deadline = time.monotonic() + 5
-    while _alive(grandchild) and time.monotonic() < deadline:
+    while alive(grandchild) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not _alive(grandchild)
+    assert not alive(grandchild)
 
 
 def test_stop_all_kills_what_ignores_sigterm() -> None:
