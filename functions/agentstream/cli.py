@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -16,20 +15,12 @@ __all__ = ["main"]
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    if not _port_free(args.host, args.port):
+    from agentstream.devserver.procs import port_is_free
+
+    if not port_is_free(args.host, args.port):
         print(
             f"error: port {args.port} on {args.host} is in use (another agentstream?). "
             f"Stop it or choose another port: agentstream serve --port {args.port + 1}",

@@ -18,8 +18,6 @@ from agentstream.store.schema import SORT_KEY, TTL_ATTRIBUTE
 
 __all__ = ["RunRecord", "RunRepository"]
 
-RUN_STATUSES = ("running", "completed", "error", "cancelled", "timeout")
-
 
 @dataclass(slots=True)
 class RunRecord:

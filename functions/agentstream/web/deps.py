@@ -12,7 +12,7 @@ from agentstream.errors import Forbidden
 from agentstream.store import Store
 from agentstream.web.auth import Principal, authenticate
 
-__all__ = ["Admin", "Caller", "Chat", "Cursor", "Limit", "StoreDep", "UserId"]
+__all__ = ["Admin", "Caller", "Chat", "Cursor", "Limit", "OwnedAgentId", "StoreDep", "UserId"]
 
 
 def _store(request: Request) -> Store:
@@ -38,3 +38,12 @@ Chat = Annotated[ChatService, Depends(_chat)]
 UserId = Annotated[str, Query(pattern=NAME_PATTERN.pattern, description="the end user")]
 Limit = Annotated[int, Query(ge=1, le=100)]
 Cursor = Annotated[str | None, Query(max_length=2048)]
+
+
+async def _owned_agent(agent_id: str, caller: Caller, store: StoreDep) -> str:
+    """The path's agent id, once the agent is known to be the caller's (404 otherwise)."""
+    await store.agents.get(caller.tenant, agent_id)
+    return agent_id
+
+
+OwnedAgentId = Annotated[str, Depends(_owned_agent)]

@@ -9,11 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agentstream.core.ids import NAME_PATTERN
 from agentstream.store.memories import MAX_CHARS
-from agentstream.web.deps import Caller, Cursor, Limit, StoreDep, UserId
+from agentstream.web.deps import Caller, Cursor, Limit, OwnedAgentId, StoreDep, UserId
 
 router = APIRouter(tags=["conversations"])
-
-SessionId = str
 
 
 class MemoryIn(BaseModel):
@@ -26,29 +24,27 @@ class MemoryIn(BaseModel):
 
 @router.get("/agents/{agent_id}/sessions")
 async def list_sessions(
-    agent_id: str,
+    agent_id: OwnedAgentId,
     caller: Caller,
     store: StoreDep,
     user_id: UserId = "anonymous",
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> dict[str, Any]:
-    await store.agents.get(caller.tenant, agent_id)
     page = await store.conversations.sessions(caller.tenant, agent_id, user_id, limit=limit, cursor=cursor)
     return {"data": [s.to_dict() for s in page.items], "next_cursor": page.next_cursor}
 
 
 @router.get("/agents/{agent_id}/sessions/{session_id}/messages")
 async def list_messages(
-    agent_id: str,
-    session_id: SessionId,
+    agent_id: OwnedAgentId,
+    session_id: str,
     caller: Caller,
     store: StoreDep,
     user_id: UserId = "anonymous",
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> dict[str, Any]:
-    await store.agents.get(caller.tenant, agent_id)
     page = await store.conversations.messages(
         caller.tenant, agent_id, user_id, session_id, limit=limit, cursor=cursor
     )
@@ -57,25 +53,24 @@ async def list_messages(
 
 @router.delete("/agents/{agent_id}/sessions/{session_id}", status_code=204)
 async def delete_session(
-    agent_id: str, session_id: SessionId, caller: Caller, store: StoreDep, user_id: UserId = "anonymous"
+    agent_id: OwnedAgentId, session_id: str, caller: Caller, store: StoreDep, user_id: UserId = "anonymous"
 ) -> Response:
-    await store.agents.get(caller.tenant, agent_id)
     await store.conversations.delete_session(caller.tenant, agent_id, user_id, session_id)
     return Response(status_code=204)
 
 
 @router.get("/agents/{agent_id}/memories")
 async def list_memories(
-    agent_id: str, caller: Caller, store: StoreDep, user_id: UserId = "anonymous"
+    agent_id: OwnedAgentId, caller: Caller, store: StoreDep, user_id: UserId = "anonymous"
 ) -> dict[str, Any]:
-    await store.agents.get(caller.tenant, agent_id)
     items = await store.memories.list(caller.tenant, agent_id, user_id)
     return {"data": [m.to_dict() for m in items]}
 
 
 @router.post("/agents/{agent_id}/memories", status_code=201)
-async def add_memory(agent_id: str, body: MemoryIn, caller: Caller, store: StoreDep) -> dict[str, Any]:
-    await store.agents.get(caller.tenant, agent_id)
+async def add_memory(
+    agent_id: OwnedAgentId, body: MemoryIn, caller: Caller, store: StoreDep
+) -> dict[str, Any]:
     item = await store.memories.add(
         caller.tenant, agent_id, body.user_id, body.content, ttl_days=body.ttl_days
     )
@@ -84,17 +79,15 @@ async def add_memory(agent_id: str, body: MemoryIn, caller: Caller, store: Store
 
 @router.delete("/agents/{agent_id}/memories", status_code=204)
 async def forget_all(
-    agent_id: str, caller: Caller, store: StoreDep, user_id: UserId = "anonymous"
+    agent_id: OwnedAgentId, caller: Caller, store: StoreDep, user_id: UserId = "anonymous"
 ) -> Response:
-    await store.agents.get(caller.tenant, agent_id)
     await store.memories.delete_all(caller.tenant, agent_id, user_id)
     return Response(status_code=204)
 
 
 @router.delete("/agents/{agent_id}/memories/{memory_id}", status_code=204)
 async def forget(
-    agent_id: str, memory_id: str, caller: Caller, store: StoreDep, user_id: UserId = "anonymous"
+    agent_id: OwnedAgentId, memory_id: str, caller: Caller, store: StoreDep, user_id: UserId = "anonymous"
 ) -> Response:
-    await store.agents.get(caller.tenant, agent_id)
     await store.memories.delete(caller.tenant, agent_id, user_id, memory_id)
     return Response(status_code=204)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
@@ -84,8 +85,6 @@ async def _replay(
 
 
 def _stale(run: RunRecord) -> bool:
-    from datetime import UTC, datetime
-
     updated = datetime.fromisoformat((run.updated_at or run.created_at).replace("Z", "+00:00"))
     return (datetime.now(UTC) - updated).total_seconds() > STALE_SECONDS
 
