@@ -138,8 +138,8 @@ class ConversationRepository:
         run_id: str,
         user_text: str,
         assistant_text: str,
-    ) -> int:
-        """Store one exchange (user message, assistant reply); return the session's message count."""
+    ) -> None:
+        """Store one exchange (user message, assistant reply) and count it in its session."""
         now = now_iso()
         ms = time.time_ns() // 1_000_000
         pk = _messages_pk(tenant, agent_id, user_id, session_id)
@@ -177,7 +177,6 @@ class ConversationRepository:
         # Parts first: a message item is only visible once all of its text is stored.
         await self._table.put_items(overflow)
         await self._table.call(lambda c: c.transact_write_items(TransactItems=transact))
-        return (await self.get_session(tenant, agent_id, user_id, session_id)).message_count
 
 
 def _session(item: dict[str, Any]) -> Session:

@@ -100,10 +100,11 @@ async def test_concurrent_update_conflicts(store: Store, monkeypatch: pytest.Mon
 @pytest.mark.anyio
 async def test_history_keeps_the_last_messages_in_order(store: Store) -> None:
     for i in range(3):
-        count = await store.conversations.append_turn(
+        await store.conversations.append_turn(
             "t1", "a", "u", "s", run_id=f"r{i}", user_text=f"q{i}", assistant_text=f"a{i}"
         )
-        assert count == 2 * (i + 1)
+        session = await store.conversations.get_session("t1", "a", "u", "s")
+        assert session.message_count == 2 * (i + 1)
     recent = await store.conversations.recent("t1", "a", "u", "s", limit=4)
     assert [m.content for m in recent] == ["q1", "a1", "q2", "a2"]
     assert [m.role for m in recent] == ["user", "assistant"] * 2
