@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -82,7 +83,7 @@ async def chat_json(
     return JSONResponse({"data": data}, headers=headers)
 
 
-def _on_close(on_disconnect: str) -> Any:
+def _on_close(on_disconnect: str) -> Callable[[RunHandle], None]:
     def close(run: RunHandle) -> None:
         if run.finished:
             return
