@@ -49,6 +49,15 @@ class Settings(BaseSettings):
     max_message_chars: int = Field(32_000, ge=1, validation_alias="AGENTSTREAM_MAX_MESSAGE_CHARS")
     # Stop a run this long before the Lambda deadline so it can end with a clean `done`.
     deadline_margin_ms: int = Field(1_500, ge=0, validation_alias="AGENTSTREAM_DEADLINE_MARGIN_MS")
+    # Every run ends by this many seconds after it started, in Lambda or not (`done` status `timeout`).
+    max_run_seconds: float = Field(900, gt=0, le=86_400, validation_alias="AGENTSTREAM_MAX_RUN_SECONDS")
+    # The run log: events written about this often (one write per flush); the cancel check this often.
+    log_flush_seconds: float = Field(1.0, gt=0, le=60, validation_alias="AGENTSTREAM_LOG_FLUSH_SECONDS")
+    heartbeat_seconds: float = Field(0.8, gt=0, le=60, validation_alias="AGENTSTREAM_HEARTBEAT_SECONDS")
+    # A client that takes nothing for this long (its connection stalled) is dropped.
+    send_timeout_seconds: float = Field(
+        30.0, gt=0, le=3_600, validation_alias="AGENTSTREAM_SEND_TIMEOUT_SECONDS"
+    )
 
 
 @lru_cache(maxsize=1)

@@ -2,8 +2,14 @@
 
 ``run_agent`` is an async generator of events: ``Start``, then ``TextDelta``/``ToolCall``/``ToolResult``
 as they happen, and always exactly one ``Done`` last: after an ``Error`` when the run failed, with
-status ``timeout`` when the deadline passed and ``cancelled`` when ``turn.stop`` was set. Only closing
-the generator (task cancellation) ends it without ``Done``: then nobody is there to read it.
+status ``timeout`` when the deadline passed and ``cancelled`` when ``turn.control.stop()`` was called.
+Only closing the generator (task cancellation) ends it without ``Done``: then nobody is there to read it.
+
+The model stream is read directly in the caller's task, inside ``turn.control.guard()``: the deadline
+and a stop request interrupt the read at once (closing the upstream request), at no cost per item.
+Tools run inside the same guard, and so does the wait for a slow reader (``control.catch_up()``):
+whoever iterates this generator must not await anything else between two items, so that every wait
+of the run's task is one the deadline and a stop can interrupt.
 """
 
 from __future__ import annotations
@@ -11,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from agentstream.core._aiter import Interrupted, Pump
 from agentstream.core.agents import Agent
+from agentstream.core.control import DeadlineReached, Interrupted, RunControl
 from agentstream.core.events import (
     Done,
     DoneStatus,
@@ -32,7 +38,6 @@ from agentstream.core.providers.base import (
     Message,
     ModelProvider,
     ModelRequest,
-    ProviderEvent,
     TextChunk,
     ToolCallRequest,
     UsageReport,
@@ -55,16 +60,10 @@ class Turn:
     user_id: str
     message: str
     history: Sequence[Message] = ()
-    # time.monotonic() value by which the run must have ended (Lambda deadline minus a margin)
-    deadline: float | None = None
     # time.monotonic() when the request arrived: TTFT and duration are measured from here
     started: float = field(default_factory=time.monotonic)
-    # set to stop the run early: it ends at once with ``Done`` status ``cancelled``
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class _DeadlineReached(Exception):
-    pass
+    # the run's deadline and stop switch: stop() ends it at once with ``Done`` status ``cancelled``
+    control: RunControl = field(default_factory=RunControl)
 
 
 @dataclass(slots=True)
@@ -79,24 +78,6 @@ class _State:
 def _estimate_tokens(messages: Sequence[Message]) -> int:
     """About 4 characters a token: used only when the upstream reports no usage."""
     return max(1, sum(len(m.content) for m in messages) // 4)
-
-
-async def _pull_events(
-    stream: AsyncIterator[ProviderEvent], deadline: float | None, stop: asyncio.Event
-) -> AsyncGenerator[ProviderEvent, None]:
-    """The provider's events until it ends, the deadline passes or ``stop`` is set."""
-    pump = Pump(stream)
-    try:
-        while True:
-            timeout = None if deadline is None else deadline - time.monotonic()
-            try:
-                yield await pump.get(timeout, stop)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                raise _DeadlineReached from None
-    finally:
-        await pump.aclose()
 
 
 async def run_agent(
@@ -116,10 +97,10 @@ async def run_agent(
     ]
     agent_tools = {name: tools[name] for name in agent.tools if name in tools}
     status: DoneStatus = "completed"
+    control = turn.control
     try:
         while True:
-            if turn.stop.is_set():
-                raise Interrupted
+            control.check()
             if state.steps >= max_steps:
                 raise AgentStreamError(
                     f"the agent asked for tools {max_steps} times without answering (step limit)",
@@ -140,40 +121,43 @@ async def run_agent(
             calls: list[ToolCallRequest] = []
             step_usage: Usage | None = None
             text_events = 0
-            events = _pull_events(provider.stream(request), turn.deadline, turn.stop)
+            events = provider.stream(request)
             try:
-                async for event in events:
-                    if isinstance(event, TextChunk):
-                        if not event.text:
-                            continue
-                        if state.first_text_at is None:
-                            state.first_text_at = time.monotonic()
-                        step_text.append(event.text)
-                        state.text.append(event.text)
-                        text_events += 1
-                        state.text_events += 1
-                        yield TextDelta(event.text)
-                    elif isinstance(event, ToolCallRequest):
-                        calls.append(event)
-                    elif isinstance(event, UsageReport):
-                        step_usage = event.usage
+                async with control.guard():
+                    async for event in events:
+                        if isinstance(event, TextChunk):
+                            if not event.text:
+                                continue
+                            if state.first_text_at is None:
+                                state.first_text_at = time.monotonic()
+                            step_text.append(event.text)
+                            state.text.append(event.text)
+                            text_events += 1
+                            state.text_events += 1
+                            yield TextDelta(event.text)
+                            if control.behind():
+                                await control.catch_up()
+                        elif isinstance(event, ToolCallRequest):
+                            calls.append(event)
+                        elif isinstance(event, UsageReport):
+                            step_usage = event.usage
             finally:
-                await events.aclose()
+                aclose = getattr(events, "aclose", None)
+                if aclose is not None:
+                    await aclose()
                 # counted also when the step was cut short (timeout, cancel, upstream failure)
                 state.usage.add(step_usage or Usage(_estimate_tokens(messages), text_events, estimated=True))
             if not calls:
                 break
             messages.append(Message("assistant", "".join(step_text), tool_calls=tuple(calls)))
             for call in calls:
-                if turn.stop.is_set():
-                    raise Interrupted
-                if turn.deadline is not None and time.monotonic() >= turn.deadline:
-                    raise _DeadlineReached
+                control.check()
                 yield ToolCall(call.id, call.name, dict(call.arguments))
-                result = await _run_tool(call, agent_tools)
+                async with control.guard():
+                    result = await _run_tool(call, agent_tools)
                 yield result
                 messages.append(Message("tool", result.content, tool_call_id=call.id, name=call.name))
-    except _DeadlineReached:
+    except DeadlineReached:
         status = "timeout"
     except Interrupted:
         status = "cancelled"

@@ -11,14 +11,9 @@ exactly the text that came in.
 
 from __future__ import annotations
 
-import time
 import unicodedata
-from collections.abc import AsyncIterator
 
-from agentstream.core._aiter import Pump
-from agentstream.core.events import Event, TextDelta
-
-__all__ = ["regroup_text", "split_text"]
+__all__ = ["Regrouper", "split_text"]
 
 _ZWJ = "\u200d"
 
@@ -57,43 +52,26 @@ def split_text(text: str, size: int) -> tuple[list[str], str]:
     return pieces, text
 
 
-async def regroup_text(
-    events: AsyncIterator[Event], chunk_size: int, flush_seconds: float
-) -> AsyncIterator[Event]:
-    """Re-cut the ``TextDelta`` events of a stream into pieces of at most ``chunk_size`` characters."""
-    if chunk_size <= 0:
-        async for event in events:
-            yield event
-        return
-    pump: Pump[Event] = Pump(events)
-    held = ""
-    held_since = 0.0
-    try:
-        while True:
-            timeout = None if not held else max(0.0, held_since + flush_seconds - time.monotonic())
-            try:
-                event = await pump.get(timeout)
-            except TimeoutError:
-                yield TextDelta(held)
-                held = ""
-                continue
-            except StopAsyncIteration:
-                break
-            if isinstance(event, TextDelta):
-                if not held:
-                    held_since = time.monotonic()
-                pieces, rest = split_text(held + event.text, chunk_size)
-                for piece in pieces:
-                    yield TextDelta(piece)
-                if pieces and rest:
-                    held_since = time.monotonic()
-                held = rest
-                continue
-            if held:
-                yield TextDelta(held)
-                held = ""
-            yield event
-        if held:
-            yield TextDelta(held)
-    finally:
-        await pump.aclose()
+class Regrouper:
+    """Cuts streamed text into pieces of at most ``size`` characters, keeping a short remainder.
+
+    Synchronous and allocation-light: the run's producer feeds it every text delta and owns the timer
+    that flushes a held remainder (see ``core/runs.py``), so no task or queue sits between the model
+    and the client for chunking.
+    """
+
+    __slots__ = ("held", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.held = ""
+
+    def feed(self, text: str) -> list[str]:
+        """The full pieces that ``text`` completes; a shorter rest stays ``held``."""
+        pieces, self.held = split_text(self.held + text, self.size)
+        return pieces
+
+    def flush(self) -> str:
+        """The held remainder (possibly empty), which is then forgotten."""
+        held, self.held = self.held, ""
+        return held

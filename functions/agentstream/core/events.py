@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ __all__ = [
     "ToolCall",
     "ToolResult",
     "Usage",
+    "event_json",
     "event_to_dict",
 ]
 
@@ -141,3 +143,14 @@ def event_to_dict(event: Event) -> dict[str, Any]:
                 "metrics": event.metrics,
             }
     raise TypeError(f"not an event: {event!r}")
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def event_json(event: Event) -> str:
+    """``event_to_dict(event)`` as compact JSON (UTF-8 text kept as is), made once per event: the
+    stream and the run log share it. Text deltas, nearly every event of a run, take a short path."""
+    if type(event) is TextDelta:
+        return '{"chunk_type":"content","content":' + _dumps(event.text) + "}"
+    return _dumps(event_to_dict(event))

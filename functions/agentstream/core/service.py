@@ -1,64 +1,61 @@
-"""Chat runs: validate a chat request, load the agent, its history and memories, run it, keep the turn.
+"""Chat runs: load the agent, its history and memories, start the run, keep the turn afterwards.
 
-This is the use case the HTTP routes and the CLI call; it knows nothing of either.
+This is the use case the HTTP routes call; it knows nothing of HTTP, Lambda or DynamoDB (the store is
+any object with the small Protocols of ``core/ports.py``).
+
+Before the model is called there are two store round trips, one after the other: the agent, then
+(in parallel) its history, the user's memories, the run record and the provider. After the last token
+nothing waits: ``Done`` goes out first; the conversation turn and the run's final status are written
+after it, within the time left.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from agentstream.core.agent import Turn, run_agent
-from agentstream.core.chunking import regroup_text
-from agentstream.core.events import Done, Error, Event
-from agentstream.core.ids import NAME_PATTERN, new_id
+from agentstream.core.control import RunControl, io_deadline
+from agentstream.core.events import Done
+from agentstream.core.ids import new_id
+from agentstream.core.memory import relevant
+from agentstream.core.ports import MemoryItem, RunRecord
 from agentstream.core.providers import create_provider
 from agentstream.core.providers.base import Message
 from agentstream.core.recorder import RunRecorder
 from agentstream.core.runs import RunHandle
 from agentstream.core.tools import BUILTIN_TOOLS, Tool, remember_tool
-from agentstream.errors import AgentStreamError, BadRequest
-from agentstream.store.memories import MemoryItem, relevant
-from agentstream.store.runs import RunRecord
+from agentstream.errors import BadRequest
 
 if TYPE_CHECKING:
     from agentstream.config import Settings
     from agentstream.core.agents import Agent
+    from agentstream.core.ports import ChatStore
     from agentstream.core.providers.base import ModelProvider
-    from agentstream.store import Store
 
-__all__ = ["ChatRequest", "ChatService", "StreamOptions"]
+__all__ = ["ChatInput", "ChatService"]
 
-_NAME = NAME_PATTERN.pattern
-
-
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    chunk_size: int | None = Field(
-        None,
-        ge=0,
-        le=10_000,
-        description="max characters per content event; 0 = each model delta as it comes",
-    )
-    on_disconnect: Literal["cancel", "continue"] = "cancel"
-
-
-class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    message: str = Field(..., min_length=1)
-    user_id: str = Field("anonymous", pattern=_NAME)
-    session_id: str | None = Field(None, pattern=_NAME)
-    stream_options: StreamOptions = Field(default_factory=StreamOptions)
-
+logger = logging.getLogger(__name__)
 
 ProviderFactory = Callable[[str, "Settings"], Awaitable["ModelProvider"]]
+
+# What the end of an invocation keeps for the run's last writes after a timeout's Done.
+_LAST_WRITES_SECONDS = 0.25
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ChatInput:
+    """One user message to an agent (the HTTP layer validates and builds it)."""
+
+    message: str
+    user_id: str = "anonymous"
+    session_id: str | None = None
+    # max characters per content event (None: the configured default, 0: each model delta as it came)
+    chunk_size: int | None = None
 
 
 def _system_prompt(agent: Agent, memories: list[MemoryItem]) -> str:
@@ -70,7 +67,7 @@ def _system_prompt(agent: Agent, memories: list[MemoryItem]) -> str:
 
 class ChatService:
     def __init__(
-        self, store: Store, settings: Settings, providers: ProviderFactory = create_provider
+        self, store: ChatStore, settings: Settings, providers: ProviderFactory = create_provider
     ) -> None:
         self.store = store
         self.settings = settings
@@ -82,36 +79,58 @@ class ChatService:
         self,
         tenant: str,
         agent_id: str,
-        request: ChatRequest,
+        request: ChatInput,
         *,
-        deadline: float | None = None,
+        invocation_deadline: float | None = None,
         started: float | None = None,
     ) -> RunHandle:
-        """Prepare a run and start it. Errors raised here come before any event (plain HTTP errors)."""
+        """Prepare a run and start it. Errors raised here come before any event (plain HTTP errors).
+
+        ``invocation_deadline`` (``time.monotonic()``) is when the hosting invocation ends (Lambda);
+        the run ends ``deadline_margin_ms`` before it, and never later than ``max_run_seconds``.
+        """
+        settings = self.settings
         started = time.monotonic() if started is None else started
-        if len(request.message) > self.settings.max_message_chars:
-            raise BadRequest(f"message longer than {self.settings.max_message_chars} characters")
+        if len(request.message) > settings.max_message_chars:
+            raise BadRequest(f"message longer than {settings.max_message_chars} characters")
+        deadline = started + settings.max_run_seconds
+        if invocation_deadline is not None:
+            deadline = min(deadline, invocation_deadline - settings.deadline_margin_ms / 1000)
+            io_deadline.set(invocation_deadline - _LAST_WRITES_SECONDS)
+        control = RunControl(deadline)
+
         agent = await self.store.agents.get(tenant, agent_id)
         session_id = request.session_id or "default"
         user_id = request.user_id
         run_id = new_id("run")
         remembers = agent.memory.enabled or "remember" in agent.tools
-        stored, memories, provider = await asyncio.gather(
+        record = RunRecord(run_id, agent.id, session_id, user_id, deadline_at=control.deadline_epoch_ms())
+        results = await asyncio.gather(
             self.store.conversations.recent(
                 tenant, agent.id, user_id, session_id, limit=agent.memory.history_messages
             )
             if agent.memory.enabled
             else _nothing(),
             self.store.memories.list(tenant, agent.id, user_id) if remembers else _nothing(),
-            self._providers(agent.model.provider, self.settings),
+            self._providers(agent.model.provider, settings),
+            self.store.runs.create(tenant, record),
+            return_exceptions=True,
         )
-        await self.store.runs.create(tenant, RunRecord(run_id, agent.id, session_id, user_id))
-        stop = asyncio.Event()
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is not None:
+            if not isinstance(results[3], BaseException):  # the run was recorded: it did not start
+                await self._abandon(tenant, run_id)
+            raise failure
+        stored, memories, provider = results[0], results[1], results[2]
+        assert isinstance(stored, list)
+        assert isinstance(memories, list)
+
         remembered: list[str] = []
 
         async def save(fact: str) -> str:
             item = await self.store.memories.add(tenant, agent.id, user_id, fact)
-            remembered.append(item.id)
+            if item.id not in remembered and all(m.id != item.id for m in memories):
+                remembered.append(item.id)
             return f"remembered: {item.content}"
 
         tools: dict[str, Tool] = {**BUILTIN_TOOLS, "remember": remember_tool(save)}
@@ -124,49 +143,64 @@ class ChatService:
             user_id=user_id,
             message=request.message,
             history=[Message(m.role, m.content) for m in stored],
-            deadline=deadline,
             started=started,
-            stop=stop,
+            control=control,
         )
-        chunk_size = request.stream_options.chunk_size
-        if chunk_size is None:
-            chunk_size = self.settings.sse_chunk_size
-        events = run_agent(turn, provider, max_steps=self.settings.max_steps, tools=tools)
-        events = regroup_text(events, chunk_size, self.settings.sse_flush_ms / 1000)
-        events = self._remember_turn(tenant, agent, turn, events, remembered)
-        recorder = RunRecorder(self.store.runs, tenant, run_id, on_cancel=stop.set)
-        handle = RunHandle(run_id, session_id, events, stop=stop, recorder=recorder)
+
+        def finalize(done: Done) -> Done:
+            keeps_turn = done.status == "completed" and agent.memory.enabled
+            return dataclasses.replace(
+                done,
+                memories_updated=keeps_turn or bool(remembered),
+                memories_count=len(memories) + len(remembered),
+            )
+
+        async def keep_turn(done: Done) -> None:
+            if done.status == "completed" and agent.memory.enabled:
+                await self.store.conversations.append_turn(
+                    tenant,
+                    agent.id,
+                    user_id,
+                    session_id,
+                    run_id=run_id,
+                    user_text=request.message,
+                    assistant_text=done.final_response,
+                )
+
+        chunk_size = settings.sse_chunk_size if request.chunk_size is None else request.chunk_size
+        recorder = RunRecorder(
+            self.store.runs,
+            tenant,
+            run_id,
+            on_cancel=control.stop,
+            flush_seconds=settings.log_flush_seconds,
+            heartbeat_seconds=settings.heartbeat_seconds,
+        )
+        recorder.start()
+        handle = RunHandle(
+            run_id,
+            session_id,
+            run_agent(turn, provider, max_steps=settings.max_steps, tools=tools),
+            control=control,
+            recorder=recorder,
+            chunk_size=chunk_size,
+            flush_seconds=settings.sse_flush_ms / 1000,
+            finalize=finalize,
+            after_done=keep_turn,
+            finish_by=None if invocation_deadline is None else invocation_deadline - _LAST_WRITES_SECONDS,
+        )
         self.active[run_id] = handle
         handle.on_finished(lambda: self.active.pop(run_id, None))
         return handle
 
-    async def _remember_turn(
-        self, tenant: str, agent: Agent, turn: Turn, events: AsyncIterator[Event], remembered: list[str]
-    ) -> AsyncIterator[Event]:
-        """Pass events on; before ``Done``, store the exchange and fill in the memory counts."""
-        async for event in events:
-            if isinstance(event, Done):
-                try:
-                    if event.status == "completed" and agent.memory.enabled:
-                        await self.store.conversations.append_turn(
-                            tenant,
-                            agent.id,
-                            turn.user_id,
-                            turn.session_id,
-                            run_id=turn.run_id,
-                            user_text=turn.message,
-                            assistant_text=event.final_response,
-                        )
-                        remembered.append("history")
-                    count = await self.store.memories.count(tenant, agent.id, turn.user_id)
-                except AgentStreamError as e:
-                    yield Error(f"the reply could not be saved: {e.message}", e.code)
-                    event = dataclasses.replace(event, status="error")
-                else:
-                    event = dataclasses.replace(
-                        event, memories_updated=bool(remembered), memories_count=count
-                    )
-            yield event
+    async def _abandon(self, tenant: str, run_id: str) -> None:
+        """A recorded run that could not start: mark it ended (best effort), so it never reads running."""
+        try:
+            await self.store.runs.finish(
+                tenant, run_id, status="error", usage={}, metrics={}, last_seq=-1, log_complete=True
+            )
+        except Exception:
+            logger.warning("run %s: could not mark the run that failed to start", run_id)
 
     async def cancel(self, tenant: str, run_id: str) -> None:
         """Ask a run to stop, wherever it runs: recorded for other instances, signalled to ours."""

@@ -1,8 +1,10 @@
 """The DynamoDB table as the repositories see it: one client, one error mapping, one place for limits.
 
 boto3 is synchronous: every call runs in a worker thread (``asyncio.to_thread``) so the event loop keeps
-streaming. The client is created on first use (cold start) and retries throttling and transient errors
-with exponential backoff (botocore's standard retry mode, 5 attempts).
+streaming. The client is created on first use (or at init, see ``handlers``) and retries throttling and
+transient errors with exponential backoff (botocore's standard retry mode, 3 attempts); a call made for
+a request with a deadline (``core.control.io_deadline``) fails with ``StoreUnavailable`` rather than
+answer after it.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import base64
 import binascii
 import json
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from agentstream.core.control import io_deadline
 from agentstream.errors import BadRequest, StoreUnavailable
 from agentstream.store.schema import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE, create_table_request
 
@@ -58,7 +62,9 @@ def new_client() -> DynamoDBClient:
     import boto3
     from botocore.config import Config
 
-    config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=3, read_timeout=10)
+    # DynamoDB answers in milliseconds: a few quick retries help, long ones only outlive the caller
+    # (request paths are also bounded by the invocation's deadline, see ``io_deadline``).
+    config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=5)
     return boto3.client("dynamodb", config=config)
 
 
@@ -100,8 +106,18 @@ class Table:
         def run() -> R:
             return fn(self.client)
 
+        deadline = io_deadline.get()
         try:
-            return await asyncio.to_thread(run)
+            if deadline is None:
+                return await asyncio.to_thread(run)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StoreUnavailable("no time left for the data store before the deadline")
+            try:
+                async with asyncio.timeout(left):
+                    return await asyncio.to_thread(run)
+            except TimeoutError as e:
+                raise StoreUnavailable("the data store did not answer before the deadline") from e
         except ClientError as e:
             code = e.response.get("Error", {}).get("Code", "")
             if code == "ConditionalCheckFailedException":
@@ -122,14 +138,19 @@ class Table:
         limit: int,
         cursor: str | None = None,
         forward: bool = True,
+        between: tuple[str, str] | None = None,
         **extra: Any,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """One page of the items of partition ``pk`` whose sort key starts with ``prefix`` (all if empty)."""
+        """One page of the items of partition ``pk`` whose sort key starts with ``prefix`` (all if empty)
+        or, with ``between``, lies in that inclusive range."""
         values: dict[str, Any] = {":pk": {"S": pk}}
         condition = "pk = :pk"
         if prefix:
             values[":prefix"] = {"S": prefix}
             condition += " AND begins_with(sk, :prefix)"
+        elif between is not None:
+            values[":lo"], values[":hi"] = {"S": between[0]}, {"S": between[1]}
+            condition += " AND sk BETWEEN :lo AND :hi"
         kwargs: dict[str, Any] = {
             "TableName": self.name,
             "KeyConditionExpression": condition,

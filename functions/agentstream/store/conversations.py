@@ -10,30 +10,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
+from agentstream.core.ports import HistoryMessage as StoredMessage
 from agentstream.errors import NotFound
 from agentstream.store._table import Table, epoch_seconds, key, now_iso, split_text
 from agentstream.store.pages import Page
 from agentstream.store.schema import SORT_KEY, TTL_ATTRIBUTE
 
 __all__ = ["ConversationRepository", "Session", "StoredMessage"]
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    role: Literal["user", "assistant"]
-    content: str
-    run_id: str
-    created_at: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {
-            "role": self.role,
-            "content": self.content,
-            "run_id": self.run_id,
-            "created_at": self.created_at,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,39 +129,40 @@ class ConversationRepository:
         ms = time.time_ns() // 1_000_000
         pk = _messages_pk(tenant, agent_id, user_id, session_id)
         expiry = {TTL_ATTRIBUTE: {"N": str(epoch_seconds(self._ttl_days))}} if self._ttl_days > 0 else {}
-        transact: list[Any] = []
+        messages: list[dict[str, Any]] = []
         overflow: list[dict[str, Any]] = []
         for n, (role, text) in enumerate((("user", user_text), ("assistant", assistant_text))):
             sk = f"MSG#{ms:013d}#{run_id}#{n}"
             first, *rest = split_text(text)
-            item = {
-                **key(pk, sk),
-                "role": {"S": role},
-                "content": {"S": first},
-                "run_id": {"S": run_id},
-                "created_at": {"S": now},
-                "parts": {"N": str(1 + len(rest))},
-                **expiry,
-            }
-            transact.append({"Put": {"TableName": self._table.name, "Item": item}})
+            messages.append(
+                {
+                    **key(pk, sk),
+                    "role": {"S": role},
+                    "content": {"S": first},
+                    "run_id": {"S": run_id},
+                    "created_at": {"S": now},
+                    "parts": {"N": str(1 + len(rest))},
+                    **expiry,
+                }
+            )
             overflow += [
                 {**key(pk, f"PART#{sk}#{i:04d}"), "content": {"S": p}, **expiry} for i, p in enumerate(rest)
             ]
-        session_key = key(sessions_pk(tenant, agent_id, user_id), f"SESSION#{session_id}")
-        transact.append(
-            {
-                "Update": {
-                    "TableName": self._table.name,
-                    "Key": session_key,
-                    "UpdateExpression": "ADD message_count :two "
-                    "SET updated_at = :now, created_at = if_not_exists(created_at, :now)",
-                    "ExpressionAttributeValues": {":two": {"N": "2"}, ":now": {"S": now}},
-                }
-            }
-        )
-        # Parts first: a message item is only visible once all of its text is stored.
+        # Parts first: a message item is only visible once all of its text is stored. A batch write
+        # and an update cost half the write units of one transaction over the same items; the
+        # session's counter is informational, so it does not need to move atomically with them.
         await self._table.put_items(overflow)
-        await self._table.call(lambda c: c.transact_write_items(TransactItems=transact))
+        await self._table.put_items(messages)
+        session_key = key(sessions_pk(tenant, agent_id, user_id), f"SESSION#{session_id}")
+        await self._table.call(
+            lambda c: c.update_item(
+                TableName=self._table.name,
+                Key=session_key,
+                UpdateExpression="ADD message_count :two "
+                "SET updated_at = :now, created_at = if_not_exists(created_at, :now)",
+                ExpressionAttributeValues={":two": {"N": "2"}, ":now": {"S": now}},
+            )
+        )
 
 
 def _session(item: dict[str, Any]) -> Session:

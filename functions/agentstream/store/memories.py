@@ -6,53 +6,19 @@ Sizes are bounded (``MAX_ITEMS`` per user, ``MAX_CHARS`` per item); an optional 
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from typing import Any
 
 from agentstream.core.ids import new_id
+from agentstream.core.ports import MemoryItem
 from agentstream.errors import BadRequest, Conflict, NotFound
 from agentstream.store._table import ConditionFailed, Table, epoch_seconds, key, now_iso
 from agentstream.store.conversations import sessions_pk
 from agentstream.store.schema import SORT_KEY, TTL_ATTRIBUTE
 
-__all__ = ["MAX_CHARS", "MAX_ITEMS", "MemoryItem", "MemoryRepository", "relevant"]
+__all__ = ["MAX_CHARS", "MAX_ITEMS", "MemoryItem", "MemoryRepository"]
 
 MAX_ITEMS = 200
 MAX_CHARS = 2_000
-
-
-@dataclass(frozen=True, slots=True)
-class MemoryItem:
-    id: str
-    content: str
-    created_at: str
-    expires_at: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "content": self.content,
-            "created_at": self.created_at,
-            "expires_at": self.expires_at,
-        }
-
-
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def relevant(items: list[MemoryItem], message: str, limit: int = 20) -> list[MemoryItem]:
-    """The items to put in the prompt: those sharing the most words with the message, then the newest."""
-    if len(items) <= limit:
-        return items
-    words = {w.lower() for w in _WORD.findall(message)}
-    ranked = sorted(
-        items,
-        key=lambda m: (len(words & {w.lower() for w in _WORD.findall(m.content)}), m.id),
-        reverse=True,
-    )
-    chosen = {m.id for m in ranked[:limit]}
-    return [m for m in items if m.id in chosen]
 
 
 class MemoryRepository:

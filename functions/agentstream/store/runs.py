@@ -1,58 +1,39 @@
-"""Runs and their events, kept so a client can read a run's result and replay its stream.
+"""Runs and their event logs, kept so a client can read a run's result, replay it, and cancel it.
 
-- run:    pk ``T#{tenant}#R#{run_id}``, sk ``RUN`` (status, agent, session, times, usage, metrics)
-- events: same pk, sk ``EV#{first_seq:010d}#{part:03d}``: a batch of events as one JSON string
-  (``[[seq, event], ...]``), split over several items when it would not fit in one (400 KB limit).
-Every item of a run carries ``expires_at`` (TTL), so runs clean themselves up.
+- run:    pk ``T#{tenant}#R#{run_id}``, sk ``RUN`` (status, agent, session, times, ``deadline_at``,
+          usage, metrics, ``last_seq`` and ``log_complete`` once it ended, ``cancel_requested``)
+- events: same pk, sk ``EV#{first_seq:010d}#{part:03d}``: one batch of events as one JSON string
+  (``[[seq, event], ...]``), split over several items only when it would not fit in one (400 KB).
+
+A batch is written once, conditionally (``attribute_not_exists``): a retried write that had in fact
+landed changes nothing. One batch is one PutItem (a rare multi-part batch, one transaction), so a
+reader sees a batch whole or not at all, and the recorder writes batches strictly in order: the
+stored log is always a gap-free prefix of the run. Readers ask only for batches after the last one
+they read (a key condition on the sort key). Every item carries ``expires_at`` (TTL).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
+from agentstream.core.ports import RunRecord
 from agentstream.errors import Conflict, NotFound
 from agentstream.store._table import ConditionFailed, Table, epoch_seconds, key, now_iso, split_text
 from agentstream.store.schema import SORT_KEY, TTL_ATTRIBUTE
 
 __all__ = ["RunRecord", "RunRepository"]
 
-
-@dataclass(slots=True)
-class RunRecord:
-    run_id: str
-    agent_id: str
-    session_id: str
-    user_id: str
-    status: str = "running"
-    created_at: str = field(default_factory=now_iso)
-    updated_at: str = ""
-    ended_at: str | None = None
-    last_seq: int = -1
-    cancel_requested: bool = False
-    usage: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "agent_id": self.agent_id,
-            "session_id": self.session_id,
-            "user_id": self.user_id,
-            "status": self.status,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at or self.created_at,
-            "ended_at": self.ended_at,
-            "events": self.last_seq + 1,
-            "cancel_requested": self.cancel_requested,
-            "usage": self.usage,
-            "metrics": self.metrics,
-        }
+# Sort keys of event batches: EV#0000000000#000 ... EV#9999999999#999; "~" sorts after every digit.
+_EV_END = "EV#~"
 
 
 def _pk(tenant: str, run_id: str) -> str:
     return f"T#{tenant}#R#{run_id}"
+
+
+def _batch_sk(first: int, part: int = 0) -> str:
+    return f"EV#{first:010d}#{part:03d}"
 
 
 class RunRepository:
@@ -75,55 +56,82 @@ class RunRepository:
             "last_seq": {"N": "-1"},
             **self._expiry(),
         }
+        if run.deadline_at is not None:
+            item["deadline_at"] = {"N": str(run.deadline_at)}
         await self._table.call(
             lambda c: c.put_item(
                 TableName=self._table.name, Item=item, ConditionExpression="attribute_not_exists(pk)"
             )
         )
 
-    async def append(self, tenant: str, run_id: str, events: list[tuple[int, dict[str, Any]]]) -> bool:
-        """Store a batch of numbered events; return whether a cancel was requested meanwhile."""
+    async def append(self, tenant: str, run_id: str, first_seq: int, data: str) -> None:
+        """Store one batch of events (a JSON array starting at ``first_seq``), once."""
         pk = _pk(tenant, run_id)
-        first = events[0][0]
-        parts = split_text(json.dumps(events, ensure_ascii=False, separators=(",", ":")))
+        parts = split_text(data)
         expiry = self._expiry()
-        await self._table.put_items(
-            [
-                {
-                    **key(pk, f"EV#{first:010d}#{i:03d}"),
-                    "data": {"S": part},
-                    "parts": {"N": str(len(parts))},
-                    **expiry,
-                }
-                for i, part in enumerate(parts)
-            ]
-        )
+        items = [
+            {
+                **key(pk, _batch_sk(first_seq, i)),
+                "data": {"S": part},
+                "parts": {"N": str(len(parts))},
+                **expiry,
+            }
+            for i, part in enumerate(parts)
+        ]
+        condition = "attribute_not_exists(pk)"
+        try:
+            if len(items) == 1:
+                await self._table.call(
+                    lambda c: c.put_item(
+                        TableName=self._table.name, Item=items[0], ConditionExpression=condition
+                    )
+                )
+            else:
+                puts: list[Any] = [
+                    {"Put": {"TableName": self._table.name, "Item": i, "ConditionExpression": condition}}
+                    for i in items
+                ]
+                await self._table.call(lambda c: c.transact_write_items(TransactItems=puts))
+        except ConditionFailed:
+            pass  # an earlier attempt of this very batch was stored
+
+    async def cancel_requested(self, tenant: str, run_id: str) -> bool:
+        """One eventually consistent read of the cancel flag (half a read unit)."""
         response = await self._table.call(
-            lambda c: c.update_item(
+            lambda c: c.get_item(
                 TableName=self._table.name,
-                Key=key(pk, "RUN"),
-                UpdateExpression="SET last_seq = :seq, updated_at = :now",
-                ExpressionAttributeValues={":seq": {"N": str(events[-1][0])}, ":now": {"S": now_iso()}},
-                ReturnValues="ALL_NEW",
+                Key=key(_pk(tenant, run_id), "RUN"),
+                ProjectionExpression="cancel_requested",
             )
         )
-        return bool(response.get("Attributes", {}).get("cancel_requested", {}).get("BOOL", False))
+        return bool(response.get("Item", {}).get("cancel_requested", {}).get("BOOL", False))
 
     async def finish(
-        self, tenant: str, run_id: str, *, status: str, usage: dict[str, Any], metrics: dict[str, Any]
+        self,
+        tenant: str,
+        run_id: str,
+        *,
+        status: str,
+        usage: dict[str, Any],
+        metrics: dict[str, Any],
+        last_seq: int,
+        log_complete: bool,
     ) -> None:
         now = now_iso()
         await self._table.call(
             lambda c: c.update_item(
                 TableName=self._table.name,
                 Key=key(_pk(tenant, run_id), "RUN"),
-                UpdateExpression="SET #s = :s, ended_at = :now, updated_at = :now, #u = :u, #m = :m",
+                UpdateExpression="SET #s = :s, ended_at = :now, updated_at = :now, #u = :u, #m = :m, "
+                "last_seq = :seq, log_complete = :complete",
                 ExpressionAttributeNames={"#s": "status", "#u": "usage", "#m": "metrics"},
                 ExpressionAttributeValues={
                     ":s": {"S": status},
                     ":now": {"S": now},
                     ":u": {"S": json.dumps(usage)},
                     ":m": {"S": json.dumps(metrics)},
+                    ":seq": {"N": str(last_seq)},
+                    ":complete": {"BOOL": log_complete},
                 },
             )
         )
@@ -137,6 +145,7 @@ class RunRepository:
         item = response.get("Item")
         if item is None:
             raise NotFound(f"run {run_id} not found")
+        deadline = item.get("deadline_at", {}).get("N")
         return RunRecord(
             run_id=run_id,
             agent_id=item["agent_id"]["S"],
@@ -146,36 +155,37 @@ class RunRepository:
             created_at=item["created_at"]["S"],
             updated_at=item.get("updated_at", {}).get("S", ""),
             ended_at=item.get("ended_at", {}).get("S"),
+            deadline_at=int(deadline) if deadline is not None else None,
             last_seq=int(item.get("last_seq", {}).get("N", "-1")),
+            log_complete=bool(item.get("log_complete", {}).get("BOOL", True)),
             cancel_requested=bool(item.get("cancel_requested", {}).get("BOOL", False)),
             usage=json.loads(item["usage"]["S"]) if "usage" in item else {},
             metrics=json.loads(item["metrics"]["S"]) if "metrics" in item else {},
         )
 
-    async def events(
-        self, tenant: str, run_id: str, *, after: int = -1, upto: int
-    ) -> list[tuple[int, dict[str, Any]]]:
-        """Stored events with ``after < seq <= upto``, in order.
-
-        Pass the run record's ``last_seq`` as ``upto``: it moves only after a whole batch is stored,
-        so a batch still being written (its parts not all there yet) is never read half.
-        """
-        pk = _pk(tenant, run_id)
-        items = await self._table.query_all(pk, "EV#", ConsistentRead=True)
-        batches: dict[int, list[str]] = {}
+    async def batches(
+        self, tenant: str, run_id: str, *, after_first: int = -1
+    ) -> list[tuple[int, list[tuple[int, dict[str, Any]]]]]:
+        """The stored batches whose first id is above ``after_first``, in order, as
+        ``(first_seq, [(seq, event), ...])``: only what is new since the last batch a reader saw."""
+        items = await self._table.query_all(
+            _pk(tenant, run_id), "", between=(_batch_sk(after_first + 1), _EV_END), ConsistentRead=True
+        )
+        parts: dict[int, list[str]] = {}
+        expected: dict[int, int] = {}
         for item in items:
             first = int(item[SORT_KEY]["S"].split("#")[1])
-            if first <= upto:
-                batches.setdefault(first, []).append(item["data"]["S"])
-        out: list[tuple[int, dict[str, Any]]] = []
-        for first in sorted(batches):
-            out += [
-                (int(seq), event) for seq, event in json.loads("".join(batches[first])) if after < seq <= upto
-            ]
+            parts.setdefault(first, []).append(item["data"]["S"])
+            expected[first] = int(item.get("parts", {}).get("N", "1"))
+        out: list[tuple[int, list[tuple[int, dict[str, Any]]]]] = []
+        for first in sorted(parts):
+            if len(parts[first]) != expected[first]:
+                break  # cannot happen with whole-batch writes; never hand out half a batch
+            out.append((first, [(int(seq), event) for seq, event in json.loads("".join(parts[first]))]))
         return out
 
     async def request_cancel(self, tenant: str, run_id: str) -> None:
-        """Flag a running run for cancellation; its producer sees the flag at its next flush."""
+        """Flag a running run for cancellation; the instance running it sees the flag within a second."""
         try:
             await self._table.call(
                 lambda c: c.update_item(
@@ -189,4 +199,4 @@ class RunRepository:
             )
         except ConditionFailed as e:
             run = await self.get(tenant, run_id)  # 404 if it does not exist
-            raise Conflict(f"run {run_id} has already ended ({run.status})") from e
+            raise Conflict(f"run {run_id} has already ended ({run.effective_status})") from e

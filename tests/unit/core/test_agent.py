@@ -9,6 +9,7 @@ import pytest
 
 from agentstream.core.agent import Turn, run_agent
 from agentstream.core.agents import Agent, ModelConfig
+from agentstream.core.control import RunControl
 from agentstream.core.events import Done, Error, Event, Start, TextDelta, ToolCall, ToolResult, Usage
 from agentstream.core.providers.base import (
     ModelRequest,
@@ -58,7 +59,9 @@ def _agent(tools: list[str] | None = None) -> Agent:
 
 
 def _turn(agent: Agent, deadline: float | None = None) -> Turn:
-    return Turn(run_id="run_1", agent=agent, session_id="s", user_id="u", message="hi", deadline=deadline)
+    return Turn(
+        run_id="run_1", agent=agent, session_id="s", user_id="u", message="hi", control=RunControl(deadline)
+    )
 
 
 async def _run(provider: FakeProvider, agent: Agent, **kwargs: float | None) -> list[Event]:

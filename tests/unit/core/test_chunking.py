@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from agentstream.core.chunking import regroup_text, split_text
+from agentstream.core.chunking import Regrouper, split_text
 from agentstream.core.events import Done, Event, TextDelta
+from agentstream.core.runs import RunHandle
 
 TEXTS = [
     "Hello, world! This is plain ASCII.",
@@ -27,8 +28,10 @@ async def _source(deltas: Sequence[str], gap: float = 0.0) -> AsyncIterator[Even
     yield Done(status="completed", final_response="".join(deltas), total_steps=1)
 
 
-async def _collect(events: AsyncIterator[Event]) -> list[Event]:
-    return [e async for e in events]
+async def _collect(events: AsyncIterator[Event], size: int) -> list[Event]:
+    """The events a run with ``chunk_size`` ``size`` streams for this source (regrouping is the run's)."""
+    run = RunHandle("r", "s", events, chunk_size=size, flush_seconds=0.05)
+    return [e async for _, e in run.events()]
 
 
 def _random_deltas(text: str, rng: random.Random) -> list[str]:
@@ -60,7 +63,7 @@ async def test_regroup_is_exact_for_any_split(text: str, size: int) -> None:
     rng = random.Random(f"{text}-{size}")
     for _ in range(5):
         deltas = _random_deltas(text, rng)
-        events = await _collect(regroup_text(_source(deltas), size, 0.05))
+        events = await _collect(_source(deltas), size)
         contents = [e.text for e in events if isinstance(e, TextDelta)]
         assert "".join(contents) == text
         assert isinstance(events[-1], Done)
@@ -81,7 +84,7 @@ async def test_regroup_flushes_held_text_within_the_interval() -> None:
         yield TextDelta("cd")
 
     start = time.monotonic()
-    async for event in regroup_text(slow(), 10, 0.05):
+    async for _, event in RunHandle("r", "s", slow(), chunk_size=10, flush_seconds=0.05).events():
         if isinstance(event, TextDelta):
             received.append((time.monotonic() - start, event.text))
     assert [t for _, t in received] == ["ab", "cd"]
@@ -89,7 +92,7 @@ async def test_regroup_flushes_held_text_within_the_interval() -> None:
 
 
 @pytest.mark.anyio
-async def test_regroup_closes_its_source() -> None:
+async def test_a_cancelled_run_closes_its_source() -> None:
     closed = asyncio.Event()
 
     async def endless() -> AsyncIterator[Event]:
@@ -100,7 +103,15 @@ async def test_regroup_closes_its_source() -> None:
         finally:
             closed.set()
 
-    stream = regroup_text(endless(), 3, 0.05)
-    assert isinstance(await anext(stream), TextDelta)
-    await stream.aclose()  # type: ignore[attr-defined]
+    run = RunHandle("r", "s", endless(), chunk_size=3, flush_seconds=0.05)
+    assert await run.take()
+    run.cancel()
     await asyncio.wait_for(closed.wait(), 1)
+
+
+def test_regrouper_holds_only_a_short_rest() -> None:
+    regroup = Regrouper(4)
+    assert regroup.feed("ab") == []
+    assert regroup.feed("cdefghij") == ["abcd", "efgh"]
+    assert regroup.flush() == "ij"
+    assert regroup.flush() == ""

@@ -8,13 +8,15 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.background import BackgroundTask
 
 from agentstream.core.events import Done, Error, ToolCall, ToolResult, event_to_dict
 from agentstream.core.runs import RunHandle
-from agentstream.core.service import ChatRequest, ChatService
+from agentstream.core.service import ChatService
 from agentstream.errors import AgentStreamError
 from agentstream.web.deps import Caller, Chat
-from agentstream.web.sse import EventStreamResponse
+from agentstream.web.models import ChatRequest
+from agentstream.web.sse import MEDIA_TYPE, EventStreamResponse
 
 router = APIRouter(tags=["chat"])
 
@@ -22,8 +24,8 @@ router = APIRouter(tags=["chat"])
 _ERROR_STATUS = {"upstream_timeout": 504, "step_limit_exceeded": 502, "store_unavailable": 503}
 
 
-def _deadline(request: Request, margin_ms: int) -> float | None:
-    """Monotonic time by which a run must end: the Lambda deadline minus a safety margin."""
+def invocation_deadline(request: Request) -> float | None:
+    """Monotonic time at which the Lambda invocation serving this request ends (None outside Lambda)."""
     remaining = getattr(request.scope.get("aws.context"), "get_remaining_time_in_millis", None)
     if not callable(remaining):
         return None
@@ -31,15 +33,20 @@ def _deadline(request: Request, margin_ms: int) -> float | None:
         left_ms = float(remaining())
     except (TypeError, ValueError):
         return None
-    return time.monotonic() + (left_ms - margin_ms) / 1000
+    return time.monotonic() + left_ms / 1000
 
 
 async def _start(
     agent_id: str, body: ChatRequest, caller: Caller, chat: ChatService, request: Request
 ) -> RunHandle:
     started = time.monotonic()
-    deadline = _deadline(request, chat.settings.deadline_margin_ms)
-    return await chat.start(caller.tenant, agent_id, body, deadline=deadline, started=started)
+    return await chat.start(
+        caller.tenant,
+        agent_id,
+        body.to_input(),
+        invocation_deadline=invocation_deadline(request),
+        started=started,
+    )
 
 
 @router.post("/agents/{agent_id}/chat")
@@ -59,7 +66,7 @@ async def chat_json(
             elif isinstance(event, Done):
                 done = event
     finally:
-        if not run.finished:  # the client went away: stop the run like a stream would
+        if not run.ended:  # the client went away: stop the run like a stream would
             run.stop()
     if done is None:
         raise AgentStreamError("the run ended without a result")
@@ -76,11 +83,13 @@ async def chat_json(
         "tool_events": tool_events,
     }
     headers = {"X-Run-Id": run.run_id}
+    # the answer goes out first; the run's last writes finish before the invocation does
+    background = BackgroundTask(run.wait)
     if error is not None:
         status = _ERROR_STATUS.get(error.code, 502 if error.code.startswith("upstream") else 500)
         content = {"error": {"code": error.code, "message": error.message}, "data": data}
-        return JSONResponse(content, status_code=status, headers=headers)
-    return JSONResponse({"data": data}, headers=headers)
+        return JSONResponse(content, status_code=status, headers=headers, background=background)
+    return JSONResponse({"data": data}, headers=headers, background=background)
 
 
 def _on_close(on_disconnect: str) -> Callable[[RunHandle], None]:
@@ -94,8 +103,16 @@ def _on_close(on_disconnect: str) -> Callable[[RunHandle], None]:
     return close
 
 
-@router.post("/agents/{agent_id}/chat/stream")
-@router.post("/agents/{agent_id}/chat/lumosai/stream")
+_SSE_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-Sent Events: start, content, tool_call, tool_result, metadata, error, done",
+        "content": {MEDIA_TYPE: {"schema": {"type": "string"}}},
+    }
+}
+
+
+@router.post("/agents/{agent_id}/chat/stream", response_class=EventStreamResponse, responses=_SSE_DOC)
+@router.post("/agents/{agent_id}/chat/lumosai/stream", response_class=EventStreamResponse, responses=_SSE_DOC)
 async def chat_stream(
     agent_id: str, body: ChatRequest, caller: Caller, chat: Chat, request: Request
 ) -> EventStreamResponse:
@@ -103,5 +120,6 @@ async def chat_stream(
     return EventStreamResponse(
         run,
         ping_seconds=chat.settings.sse_ping_seconds,
+        send_timeout=chat.settings.send_timeout_seconds,
         on_close=_on_close(body.stream_options.on_disconnect),
     )

@@ -5,23 +5,26 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import StreamingResponse
 
+from agentstream.core.ports import RunRecord
 from agentstream.errors import BadRequest
 from agentstream.store import Store
-from agentstream.store.runs import RunRecord
 from agentstream.web.deps import Caller, Chat, StoreDep
-from agentstream.web.sse import PING, encode_data, sse_headers
+from agentstream.web.routes.chat import invocation_deadline
+from agentstream.web.sse import MEDIA_TYPE, PING, encode_data, sse_headers
 
 router = APIRouter(tags=["runs"])
 
-POLL_SECONDS = 0.3
-# A run whose record has not moved for this long is taken as lost (its instance died).
-STALE_SECONDS = 15 * 60
+# How often a replay of a live run looks for new batches (the recorder writes about once a second),
+# and reads the run record when nothing new came (to notice a run that ended without its done).
+POLL_SECONDS = 0.5
+RECORD_SECONDS = 2.0
+# A replay inside Lambda ends this long before the invocation does, resumable with Last-Event-ID.
+_REPLAY_MARGIN_SECONDS = 1.0
 
 
 @router.get("/runs/{run_id}")
@@ -47,59 +50,129 @@ def _start_after(after: int | None, last_event_id: str | None) -> int:
         raise BadRequest("Last-Event-ID must be an event id (a number) of this run") from e
 
 
-@router.get("/runs/{run_id}/events")
+@router.get(
+    "/runs/{run_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {"description": "Server-Sent Events", "content": {MEDIA_TYPE: {"schema": {"type": "string"}}}}
+    },
+)
 async def run_events(
     run_id: str,
     caller: Caller,
     store: StoreDep,
     chat: Chat,
+    request: Request,
     after: Annotated[int | None, Query(ge=-1, description="replay events after this id")] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     start = _start_after(after, last_event_id)
     run = await store.runs.get(caller.tenant, run_id)  # 404 before any stream
-    body = _replay(store, caller.tenant, run, start, chat.settings.sse_ping_seconds)
-    return StreamingResponse(body, media_type="text/event-stream; charset=utf-8", headers=sse_headers(run_id))
+    deadline = invocation_deadline(request)
+    if deadline is not None:
+        deadline -= _REPLAY_MARGIN_SECONDS
+    replay = Replay(store, caller.tenant, run, start, chat.settings.sse_ping_seconds, deadline)
+    return StreamingResponse(replay.frames(), media_type=MEDIA_TYPE, headers=sse_headers(run_id))
 
 
-async def _replay(
-    store: Store, tenant: str, run: RunRecord, after: int, ping_seconds: float
-) -> AsyncIterator[bytes]:
-    """Stored events after ``after``, then new ones as the run records them, until its ``done``."""
-    last_ping = time.monotonic()
-    while True:
-        for seq, payload in await store.runs.events(tenant, run.run_id, after=after, upto=run.last_seq):
-            yield encode_data(seq, payload)
-            after = seq
-            if payload.get("chunk_type") == "done":
+class Replay:
+    """A run's stored events after ``after``, then new ones as they are recorded, until its ``done``.
+
+    Exact and gap-free, or it says it is not: the stored log is a gap-free prefix of the run (see
+    ``store/runs.py``); when the run ended without its ``done`` in the log (its instance died, or the
+    log could not be completed) the replay ends with a ``done`` of its own (after an ``error`` when
+    events are missing), numbered right after the last stored event. Each poll reads only batches
+    newer than the last one read. Inside Lambda it stops before the invocation's deadline with a
+    comment, and the client resumes with ``Last-Event-ID``.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        tenant: str,
+        run: RunRecord,
+        after: int,
+        ping_seconds: float,
+        deadline: float | None,
+    ) -> None:
+        self._store = store
+        self._tenant = tenant
+        self._run = run
+        self._after = after
+        self._ping_seconds = ping_seconds
+        self._deadline = deadline
+        self._next = 0  # id of the next event expected from the log
+        self._cursor = -1  # first id of the last batch read
+        self._text: list[str] = []
+
+    async def _read_new(self) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+        """Events not read before, in order, as long as they follow on without a gap."""
+        for first, events in await self._store.runs.batches(
+            self._tenant, self._run.run_id, after_first=self._cursor
+        ):
+            if first > self._next:
+                return  # never written in order: stop at the gap, the run record tells the rest
+            for seq, payload in events:
+                if seq < self._next:
+                    continue
+                self._next = seq + 1
+                if payload.get("chunk_type") == "content":
+                    self._text.append(str(payload.get("content", "")))
+                yield seq, payload
+            self._cursor = first
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        last_ping = last_record = time.monotonic()
+        while True:
+            progressed = False
+            async for seq, payload in self._read_new():
+                progressed = True
+                if seq > self._after:
+                    yield encode_data(seq, payload)
+                if payload.get("chunk_type") == "done":
+                    return
+            now = time.monotonic()
+            if self._run.status != "running" or self._run.lost:
+                # ended without a stored done: the batches written before the end were read above
+                for seq, payload in self._closing():
+                    yield encode_data(seq, payload)
                 return
-        if run.status != "running" or _stale(run):
-            # ended without a recorded done (its producer was killed): end the replay truthfully
-            yield encode_data(after + 1, await _closing_done(store, tenant, run))
-            return
-        if time.monotonic() - last_ping >= ping_seconds:
-            yield PING
-            last_ping = time.monotonic()
-        await asyncio.sleep(POLL_SECONDS)
-        run = await store.runs.get(tenant, run.run_id)
+            if not progressed and now - last_record >= RECORD_SECONDS:
+                self._run = await self._store.runs.get(self._tenant, self._run.run_id)
+                last_record = now
+                if self._run.status != "running":
+                    continue  # one more read: its last batches were written before it ended
+            if self._deadline is not None and now + POLL_SECONDS >= self._deadline:
+                yield (
+                    f": the invocation ends; reconnect with Last-Event-ID: {self._next - 1}\nretry: 500\n\n"
+                ).encode()
+                return
+            if now - last_ping >= self._ping_seconds:
+                yield PING
+                last_ping = now
+            await asyncio.sleep(POLL_SECONDS)
 
-
-def _stale(run: RunRecord) -> bool:
-    updated = datetime.fromisoformat((run.updated_at or run.created_at).replace("Z", "+00:00"))
-    return (datetime.now(UTC) - updated).total_seconds() > STALE_SECONDS
-
-
-async def _closing_done(store: Store, tenant: str, run: RunRecord) -> dict[str, Any]:
-    events = await store.runs.events(tenant, run.run_id, upto=run.last_seq)
-    text = "".join(p.get("content", "") for _, p in events if p.get("chunk_type") == "content")
-    status = run.status if run.status != "running" else "error"
-    return {
-        "chunk_type": "done",
-        "status": status,
-        "final_response": text,
-        "total_steps": 0,
-        "memories_updated": False,
-        "memories_count": 0,
-        "usage": run.usage,
-        "metrics": run.metrics,
-    }
+    def _closing(self) -> list[tuple[int, dict[str, Any]]]:
+        """The end of a run whose log holds no ``done``: an error when events are missing, then done."""
+        run = self._run
+        seq = self._next
+        out: list[tuple[int, dict[str, Any]]] = []
+        status = run.effective_status
+        missing = run.status != "running" and (not run.log_complete or run.last_seq >= seq)
+        if missing:
+            message = f"the run's log is incomplete: events from {seq} on were not recorded"
+            out.append((seq, {"chunk_type": "error", "content": message, "code": "log_incomplete"}))
+            seq += 1
+            status = "error"
+        done = {
+            "chunk_type": "done",
+            "status": status,
+            "final_response": "".join(self._text),
+            "total_steps": 0,
+            "memories_updated": False,
+            "memories_count": 0,
+            "usage": run.usage,
+            "metrics": run.metrics,
+        }
+        out.append((seq, done))
+        return [(s, p) for s, p in out if s > self._after]

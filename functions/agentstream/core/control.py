@@ -1,0 +1,104 @@
+"""One run's clock and stop switch: its deadline and its cancel request, as one cancel scope.
+
+The run's producer enters ``guard()`` around everything that waits on the outside world (a model
+stream, a tool). The guard is an ``asyncio.timeout_at`` on the run's deadline; ``stop()`` moves that
+timeout to *now*. So a deadline or a cancel request interrupts whatever the producer awaits at once,
+with no task, future or timer per streamed item: the cost is one timer per guarded section.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+__all__ = ["DeadlineReached", "Interrupted", "RunControl", "io_deadline"]
+
+# time.monotonic() by which I/O done for the current request must have answered (None: no limit).
+# Set by whoever knows the invocation's deadline; the store bounds its calls by it, so retries and
+# slow answers can never outlive the Lambda invocation that waits for them.
+io_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("io_deadline", default=None)
+
+
+class Interrupted(Exception):
+    """The run was asked to stop (cancel request, client gone)."""
+
+
+class DeadlineReached(Exception):
+    """The run's deadline passed."""
+
+
+class RunControl:
+    def __init__(self, deadline: float | None = None) -> None:
+        # time.monotonic() by which the run must have ended (None: no limit)
+        self.deadline = deadline
+        self.stopped = False
+        self._timeout: asyncio.Timeout | None = None
+        self._behind: Callable[[], bool] = _never
+        self._catch_up: Callable[[], Awaitable[None]] = _nothing
+
+    def bind_reader(self, behind: Callable[[], bool], catch_up: Callable[[], Awaitable[None]]) -> None:
+        """Backpressure: ``behind()`` says the reader lags; ``catch_up()`` waits until it has read."""
+        self._behind = behind
+        self._catch_up = catch_up
+
+    def behind(self) -> bool:
+        return self._behind()
+
+    async def catch_up(self) -> None:
+        """Wait (inside ``guard()``, so a stop or the deadline still interrupt) for a slow reader."""
+        await self._catch_up()
+
+    def stop(self) -> None:
+        """Ask the run to stop: a guarded wait in progress is interrupted now, later ones at once."""
+        self.stopped = True
+        if self._timeout is not None and not self._timeout.expired():
+            self._timeout.reschedule(asyncio.get_running_loop().time())
+
+    def deadline_epoch_ms(self) -> int | None:
+        """The deadline as epoch milliseconds: what another instance can compare with its clock."""
+        if self.deadline is None:
+            return None
+        return int((time.time() + (self.deadline - time.monotonic())) * 1000)
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (never negative), None without one."""
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    def check(self) -> None:
+        """Raise ``Interrupted`` / ``DeadlineReached`` if the run must not go on."""
+        if self.stopped:
+            raise Interrupted
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise DeadlineReached
+
+    @asynccontextmanager
+    async def guard(self) -> AsyncIterator[None]:
+        """Run the block until it ends, the deadline passes (``DeadlineReached``) or ``stop()``
+        (``Interrupted``). Not reentrant: the producer guards one wait at a time."""
+        self.check()
+        loop = asyncio.get_running_loop()
+        when = None if self.deadline is None else loop.time() + (self.deadline - time.monotonic())
+        timeout = asyncio.timeout_at(when)
+        try:
+            async with timeout:
+                self._timeout = timeout
+                yield
+        except TimeoutError:
+            if not timeout.expired():
+                raise  # the block's own TimeoutError, not ours
+            if self.stopped:
+                raise Interrupted from None
+            raise DeadlineReached from None
+        finally:
+            self._timeout = None
+
+
+def _never() -> bool:
+    return False
+
+
+async def _nothing() -> None:
+    return None
