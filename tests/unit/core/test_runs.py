@@ -83,7 +83,9 @@ def _agent(options: dict[str, object], tools: list[str] | None = None) -> Agent:
     )
 
 
-def _agent_run(options: dict[str, object], control: RunControl, tools: dict[str, Tool] | None = None) -> RunHandle:
+def _agent_run(
+    options: dict[str, object], control: RunControl, tools: dict[str, Tool] | None = None
+) -> RunHandle:
     agent = _agent(options, list(tools or ()))
     turn = Turn(run_id="r", agent=agent, session_id="s", user_id="u", message="2+3", control=control)
     events = run_agent(turn, ScriptedProvider(), max_steps=3, tools=tools or {})
