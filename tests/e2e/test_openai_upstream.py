@@ -6,6 +6,9 @@ so these tests catch buffering and broken characters anywhere between the model 
 
 from __future__ import annotations
 
+import json
+import re
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -155,3 +158,39 @@ def test_client_disconnect_closes_the_upstream_request_within_a_second(
         time.sleep(0.05)
         run = httpx.get(f"{server}/api/v1/runs/{stream.headers['x-run-id']}", headers=AUTH)
     assert run.json()["data"]["status"] == "cancelled"
+
+
+@pytest.fixture
+def quick_send_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTSTREAM_SEND_TIMEOUT_SECONDS", "1")
+
+
+@pytest.mark.usefixtures("quick_send_timeout")
+def test_a_client_that_stops_reading_is_dropped_and_its_run_stopped(
+    server: str, fake_openai: FakeOpenAI
+) -> None:
+    """Without a send timeout the run would wait on the socket forever (it stays running)."""
+    # 8 MB: more than the kernel's socket buffers on loopback (4 MB) can hide
+    fake_openai.enqueue(Reply.chat(*["x" * 1000] * 8000))
+    agent = _agent(server)
+    host, port = server.removeprefix("http://").split(":")
+    body = json.dumps({"message": "go"}).encode()
+    request = (
+        f"POST /api/v1/agents/{agent}/chat/stream HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: Bearer {ADMIN_KEY}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((host, int(port)))
+        sock.sendall(request)
+        head = sock.recv(4096)  # the response starts; then this client reads nothing more
+        run_id = re.search(rb"x-run-id: (\S+)", head, re.IGNORECASE)
+        assert run_id is not None
+        deadline = time.monotonic() + 10
+        status = "running"
+        while status == "running" and time.monotonic() < deadline:
+            time.sleep(0.2)
+            r = httpx.get(f"{server}/api/v1/runs/{run_id.group(1).decode()}", headers=AUTH)
+            status = r.json()["data"]["status"]
+        assert status == "cancelled"
