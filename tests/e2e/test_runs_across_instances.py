@@ -41,13 +41,12 @@ CANCEL_WITHIN = 1.0  # seconds from B's 202 to A's done
 # default 1), so A has nothing left to write and can only learn of the cancel by its heartbeat.
 SETTLE = 1.3
 SLOW_STORE_MAX_RUN_SECONDS = 4
-LOST_RUN_MAX_RUN_SECONDS = 3
+LOST_RUN_MAX_RUN_SECONDS = 4
 
-# every instance: one table, the fake upstream, a heartbeat well inside CANCEL_WITHIN
+# every instance: one table, the fake upstream, the default heartbeat (0.8 s: a cancel lands within 1 s)
 COMMON_ENV = {
     "AGENTSTREAM_ADMIN_KEY": ADMIN_KEY,
     "OPENAI_API_KEY": "sk-fake",
-    "AGENTSTREAM_HEARTBEAT_SECONDS": "0.5",
     "AGENTSTREAM_TEST_SLOW_TOOL_SECONDS": "20",
 }
 PROFILES = {
@@ -55,8 +54,11 @@ PROFILES = {
     "b": {},
     # the first two run-log writes fail
     "flaky": {"AGENTSTREAM_TEST_FAIL_EV_WRITES": "2"},
-    # dies mid-run in its test; its runs have a 3 s deadline
-    "short": {"AGENTSTREAM_MAX_RUN_SECONDS": str(LOST_RUN_MAX_RUN_SECONDS)},
+    # dies mid-run in its test; its runs end 4 s after they start, done 0.5 s before that
+    "short": {
+        "AGENTSTREAM_MAX_RUN_SECONDS": str(LOST_RUN_MAX_RUN_SECONDS),
+        "AGENTSTREAM_DEADLINE_MARGIN_MS": "500",
+    },
     # every store call takes half a second; runs have a 4 s deadline
     "slow_store": {
         "AGENTSTREAM_TEST_STORE_LATENCY_MS": "500",
@@ -300,7 +302,7 @@ def test_a_run_whose_instance_died_reads_timeout_after_its_deadline_and_replays_
     xc: Cluster,
 ) -> None:
     short, b = xc["short"], xc["b"]
-    reply = "实例被杀死以后，运行在截止时间后显示超时。" * 20  # 10 s of text, far past the 3 s deadline
+    reply = "实例被杀死以后，运行在截止时间后显示超时。" * 20  # 10 s of text, far past the 4 s deadline
     agent = create_agent(b, scripted(reply=reply, delta_chars=2, delay_ms=50))
     url, body = chat(short, agent, stream_options={"on_disconnect": "continue"})
     seen: dict[str, Stream] = {}

@@ -352,9 +352,10 @@ def open_sse(
                         result.events.append(SSEEvent(event_id, json.loads(data), time.monotonic()))
                         if on_event is not None:
                             on_event(result)
-                if stop_after is not None and len(result.events) >= stop_after:
-                    result.ended = "stopped"
-                    return result
+                    # a client that leaves after event N never sees the events that shared its write
+                    if stop_after is not None and len(result.events) >= stop_after:
+                        result.ended = "stopped"
+                        return result
                 if give_up_at is not None and time.monotonic() > give_up_at:
                     result.ended = "gave_up"
                     return result

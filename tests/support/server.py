@@ -111,6 +111,7 @@ def read_sse(
                     result.events.append(SSEEvent(event_id, json.loads(data), time.monotonic()))
                     if on_event is not None:
                         on_event(result)
-            if stop_after is not None and len(result.events) >= stop_after:
-                break
+                # a client that leaves after event N never sees the events that shared its write
+                if stop_after is not None and len(result.events) >= stop_after:
+                    return result
         return result

@@ -57,12 +57,6 @@ class RunControl:
         if self._timeout is not None and not self._timeout.expired():
             self._timeout.reschedule(asyncio.get_running_loop().time())
 
-    def deadline_epoch_ms(self) -> int | None:
-        """The deadline as epoch milliseconds: what another instance can compare with its clock."""
-        if self.deadline is None:
-            return None
-        return int((time.time() + (self.deadline - time.monotonic())) * 1000)
-
     def remaining(self) -> float | None:
         """Seconds left before the deadline (never negative), None without one."""
         return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())

@@ -25,9 +25,11 @@ __all__ = [
     "RunStore",
 ]
 
-# A run still "running" this long after its deadline has lost its instance: it reads as "timeout".
-# (The deadline already keeps a margin for the last writes; this covers clock skew between instances.)
-DEADLINE_GRACE_SECONDS = 5.0
+# A run still "running" this long after its deadline_at has lost its instance: it reads as "timeout".
+# (deadline_at is when its invocation ends, after its last writes; this covers clocks that disagree.)
+DEADLINE_GRACE_SECONDS = 2.0
+# Records written before deadline_at existed: lost once this old.
+_LEGACY_LOST_SECONDS = 15 * 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +78,7 @@ class RunRecord:
     created_at: str = field(default_factory=_now_iso)
     updated_at: str = ""
     ended_at: str | None = None
-    # epoch milliseconds by which the run ends (its instance's deadline); None for old records
+    # epoch milliseconds by which the run and its last writes are over (its invocation's end)
     deadline_at: int | None = None
     # the last event's sequence number, once the run has ended (-1 while it runs)
     last_seq: int = -1
@@ -89,9 +91,13 @@ class RunRecord:
     @property
     def lost(self) -> bool:
         """Still marked running long after its deadline: the instance running it died."""
-        if self.status != "running" or self.deadline_at is None:
+        if self.status != "running":
             return False
-        return datetime.now(UTC).timestamp() * 1000 > self.deadline_at + DEADLINE_GRACE_SECONDS * 1000
+        now_ms = datetime.now(UTC).timestamp() * 1000
+        if self.deadline_at is None:
+            created = datetime.fromisoformat(self.created_at.replace("Z", "+00:00")).timestamp() * 1000
+            return now_ms > created + _LEGACY_LOST_SECONDS * 1000
+        return now_ms > self.deadline_at + DEADLINE_GRACE_SECONDS * 1000
 
     @property
     def effective_status(self) -> str:
@@ -111,7 +117,9 @@ class RunRecord:
             "ended_at": self.ended_at,
             "deadline_at": None
             if deadline is None
-            else datetime.fromtimestamp(deadline / 1000, UTC).isoformat(timespec="milliseconds")[:-6] + "Z",
+            else datetime.fromtimestamp(deadline / 1000, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
             "events": self.last_seq + 1,
             "log_complete": self.log_complete,
             "cancel_requested": self.cancel_requested,

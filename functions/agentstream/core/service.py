@@ -87,24 +87,26 @@ class ChatService:
         """Prepare a run and start it. Errors raised here come before any event (plain HTTP errors).
 
         ``invocation_deadline`` (``time.monotonic()``) is when the hosting invocation ends (Lambda);
-        the run ends ``deadline_margin_ms`` before it, and never later than ``max_run_seconds``.
+        ``max_run_seconds`` after the start bounds it the same way outside Lambda. The run ends
+        ``deadline_margin_ms`` before that end (``done`` status ``timeout``), its last writes by it.
         """
         settings = self.settings
         started = time.monotonic() if started is None else started
         if len(request.message) > settings.max_message_chars:
             raise BadRequest(f"message longer than {settings.max_message_chars} characters")
-        deadline = started + settings.max_run_seconds
+        end = started + settings.max_run_seconds
         if invocation_deadline is not None:
-            deadline = min(deadline, invocation_deadline - settings.deadline_margin_ms / 1000)
-            io_deadline.set(invocation_deadline - _LAST_WRITES_SECONDS)
-        control = RunControl(deadline)
+            end = min(end, invocation_deadline)
+        io_deadline.set(end - _LAST_WRITES_SECONDS)
+        control = RunControl(end - settings.deadline_margin_ms / 1000)
 
         agent = await self.store.agents.get(tenant, agent_id)
         session_id = request.session_id or "default"
         user_id = request.user_id
         run_id = new_id("run")
         remembers = agent.memory.enabled or "remember" in agent.tools
-        record = RunRecord(run_id, agent.id, session_id, user_id, deadline_at=control.deadline_epoch_ms())
+        # other instances compare this with their clock: past it (and a grace), the run is lost
+        record = RunRecord(run_id, agent.id, session_id, user_id, deadline_at=_epoch_ms(end))
         results = await asyncio.gather(
             self.store.conversations.recent(
                 tenant, agent.id, user_id, session_id, limit=agent.memory.history_messages
@@ -187,7 +189,7 @@ class ChatService:
             flush_seconds=settings.sse_flush_ms / 1000,
             finalize=finalize,
             after_done=keep_turn,
-            finish_by=None if invocation_deadline is None else invocation_deadline - _LAST_WRITES_SECONDS,
+            finish_by=end - _LAST_WRITES_SECONDS,
         )
         self.active[run_id] = handle
         handle.on_finished(lambda: self.active.pop(run_id, None))
@@ -208,6 +210,10 @@ class ChatService:
         handle = self.active.get(run_id)
         if handle is not None:
             handle.stop()
+
+
+def _epoch_ms(monotonic: float) -> int:
+    return int((time.time() + monotonic - time.monotonic()) * 1000)
 
 
 async def _nothing() -> list[Any]:
