@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
@@ -12,7 +13,17 @@ from agentstream.errors import Forbidden
 from agentstream.store import Store
 from agentstream.web.auth import Principal, authenticate
 
-__all__ = ["Admin", "Caller", "Chat", "Cursor", "Limit", "OwnedAgentId", "StoreDep", "UserId"]
+__all__ = [
+    "Admin",
+    "Caller",
+    "Chat",
+    "Cursor",
+    "Limit",
+    "OwnedAgentId",
+    "StoreDep",
+    "UserId",
+    "invocation_deadline",
+]
 
 
 def _store(request: Request) -> Store:
@@ -47,3 +58,15 @@ async def _owned_agent(agent_id: str, caller: Caller, store: StoreDep) -> str:
 
 
 OwnedAgentId = Annotated[str, Depends(_owned_agent)]
+
+
+def invocation_deadline(request: Request) -> float | None:
+    """Monotonic time at which the Lambda invocation serving this request ends (None outside Lambda)."""
+    remaining = getattr(request.scope.get("aws.context"), "get_remaining_time_in_millis", None)
+    if not callable(remaining):
+        return None
+    try:
+        left_ms = float(remaining())
+    except (TypeError, ValueError):
+        return None
+    return time.monotonic() + left_ms / 1000

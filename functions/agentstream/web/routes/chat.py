@@ -14,7 +14,7 @@ from agentstream.core.events import Done, Error, ToolCall, ToolResult, event_to_
 from agentstream.core.runs import RunHandle
 from agentstream.core.service import ChatService
 from agentstream.errors import AgentStreamError
-from agentstream.web.deps import Caller, Chat
+from agentstream.web.deps import Caller, Chat, invocation_deadline
 from agentstream.web.models import ChatRequest
 from agentstream.web.sse import MEDIA_TYPE, EventStreamResponse
 
@@ -22,18 +22,6 @@ router = APIRouter(tags=["chat"])
 
 # HTTP status of a JSON chat whose run ended with an error event, by the event's code
 _ERROR_STATUS = {"upstream_timeout": 504, "step_limit_exceeded": 502, "store_unavailable": 503}
-
-
-def invocation_deadline(request: Request) -> float | None:
-    """Monotonic time at which the Lambda invocation serving this request ends (None outside Lambda)."""
-    remaining = getattr(request.scope.get("aws.context"), "get_remaining_time_in_millis", None)
-    if not callable(remaining):
-        return None
-    try:
-        left_ms = float(remaining())
-    except (TypeError, ValueError):
-        return None
-    return time.monotonic() + left_ms / 1000
 
 
 async def _start(

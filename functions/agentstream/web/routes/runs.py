@@ -13,8 +13,7 @@ from starlette.responses import StreamingResponse
 from agentstream.core.ports import RunRecord
 from agentstream.errors import BadRequest
 from agentstream.store import Store
-from agentstream.web.deps import Caller, Chat, StoreDep
-from agentstream.web.routes.chat import invocation_deadline
+from agentstream.web.deps import Caller, Chat, StoreDep, invocation_deadline
 from agentstream.web.sse import MEDIA_TYPE, PING, encode_data, sse_headers
 
 router = APIRouter(tags=["runs"])
