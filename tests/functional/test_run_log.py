@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from agentstream.core.ports import RunRecord
+from agentstream.errors import StoreUnavailable
 from agentstream.store import Store
 from agentstream.web.routes.runs import Replay
 from tests.support.server import parse_sse
@@ -97,3 +98,16 @@ async def test_a_replay_stops_resumably_before_its_own_deadline(store: Store) ->
     assert time.monotonic() - started < 2
     assert [seq for seq, _ in parse_sse(b"".join(frames))] == [0, 1]
     assert b"reconnect with Last-Event-ID: 1" in frames[-1]
+
+
+async def test_a_replay_that_loses_the_store_ends_resumably_not_with_a_made_up_done(store: Store) -> None:
+    await store.runs.create("t", RunRecord("run_1", "a", "s", "u"))
+    run = await store.runs.get("t", "run_1")
+
+    async def unavailable(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailable("the data store is unreachable")
+
+    store.runs.batches = unavailable  # type: ignore[method-assign]
+    frames = [f async for f in Replay(store, "t", run, 3, 15, None).frames()]
+    assert parse_sse(b"".join(frames)) == []
+    assert frames == [b": the data store is unavailable; reconnect with Last-Event-ID: 3\nretry: 500\n\n"]

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import StreamingResponse
 
 from agentstream.core.ports import RunRecord
-from agentstream.errors import BadRequest
+from agentstream.errors import BadRequest, StoreUnavailable
 from agentstream.store import Store
 from agentstream.web.deps import Caller, Chat, StoreDep, invocation_deadline
 from agentstream.web.sse import MEDIA_TYPE, PING, encode_data, sse_headers
@@ -120,7 +120,19 @@ class Replay:
                 yield seq, payload
             self._cursor = first
 
+    def _pause(self, why: str) -> bytes:
+        """A resumable end: the client reconnects with Last-Event-ID (EventSource does it by itself)."""
+        last = max(self._after, self._next - 1)
+        return f": {why}; reconnect with Last-Event-ID: {last}\nretry: 500\n\n".encode()
+
     async def frames(self) -> AsyncIterator[bytes]:
+        try:
+            async for frame in self._frames():
+                yield frame
+        except StoreUnavailable:
+            yield self._pause("the data store is unavailable")
+
+    async def _frames(self) -> AsyncIterator[bytes]:
         last_ping = last_record = time.monotonic()
         while True:
             progressed = False
@@ -142,9 +154,7 @@ class Replay:
                 if self._run.status != "running":
                     continue  # one more read: its last batches were written before it ended
             if self._deadline is not None and now + POLL_SECONDS >= self._deadline:
-                yield (
-                    f": the invocation ends; reconnect with Last-Event-ID: {self._next - 1}\nretry: 500\n\n"
-                ).encode()
+                yield self._pause("the invocation ends")
                 return
             if now - last_ping >= self._ping_seconds:
                 yield PING
