@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
     from agentstream.config import Settings
 
-__all__ = ["OpenAIProvider", "shared_client"]
+__all__ = ["OpenAIProvider", "shared_client", "warm_up"]
 
 _EXCERPT_CHARS = 200
 _ERROR_BODY_BYTES = 16_384
@@ -76,6 +76,15 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient
     weakref.WeakKeyDictionary()
 )
 _clients_lock = threading.Lock()
+
+
+def warm_up() -> None:
+    """Pay now, at start-up, what the first model call would: the TLS context (the CA bundle) and the
+    connection layers that httpx and anyio import only when they first connect."""
+    import httpcore  # noqa: F401  (httpx's transport: imported when its first client is made)
+    from anyio import connect_tcp  # noqa: F401  (anyio loads its socket layer on first use)
+
+    _ssl_context()
 
 
 def shared_client() -> httpx.AsyncClient:
