@@ -201,11 +201,17 @@ class CountingApp:
         self.returned = True
 
 
+async def settle() -> None:
+    """Let every task run until it waits for something (a send takes a loop turn or two at most)."""
+    for _ in range(200):
+        await asyncio.sleep(0)
+
+
 async def blocked_sends(counting: CountingApp) -> int:
     """How many sends returned, once the app has stopped getting further (it waits in send())."""
-    await asyncio.sleep(0.05)  # far longer than sending everything takes when nothing holds it back
+    await settle()
     sent = counting.sent
-    await asyncio.sleep(0.05)
+    await settle()
     assert counting.sent == sent, "the app is still sending: it is not waiting for the transport"
     return sent
 
