@@ -12,7 +12,9 @@ A ``Reply`` is a status, headers and a list of *writes*: each write goes out as 
 (``Transfer-Encoding: chunked``) in its own socket write, so the client's reads see exactly those
 boundaries, even when a write ends in the middle of a UTF-8 character. ``pause(s)`` sleeps between
 writes. A reply ends cleanly (terminating chunk), or with ``drop()`` (socket closed mid-body) or
-``stall()`` (nothing more is sent until the client goes away). Every connection is closed after its reply.
+``stall()`` (nothing more is sent until the client goes away). Every connection is closed after its reply,
+unless the fake is made with ``FakeOpenAI(keep_alive=True)``: then a connection serves request after
+request, and ``RecordedRequest.connection`` tells which connection carried each one.
 
 The server runs its own event loop in a background thread, so it works the same from sync tests, async
 tests, and behind an app served by uvicorn in another thread. Requests that find no scripted reply get
@@ -172,6 +174,16 @@ class Reply:
 
 
 @dataclass
+class _Connection:
+    """One accepted connection: what the client sent (fed by a pump task), and whether it hung up."""
+
+    number: int
+    received: asyncio.StreamReader
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
+    playing: RecordedRequest | None = None  # the request whose reply is being written
+
+
+@dataclass
 class RecordedRequest:
     """One request the fake received. Times are ``time.monotonic()``."""
 
@@ -185,6 +197,8 @@ class RecordedRequest:
     client_closed: threading.Event = field(default_factory=threading.Event)
     # when each body write of the reply left (time.monotonic()), in order
     sent_at: list[float] = field(default_factory=list)
+    # which TCP connection carried it: 1 for the first the fake accepted, 2 for the next, ...
+    connection: int = 0
 
     @property
     def json(self) -> Any:
@@ -194,7 +208,9 @@ class RecordedRequest:
 class FakeOpenAI:
     """The server. ``with FakeOpenAI() as fake:`` starts it on a free port and stops it afterwards."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_alive: bool = False) -> None:
+        self.keep_alive = keep_alive
+        self.connections = 0  # how many connections the fake has accepted
         self.requests: list[RecordedRequest] = []
         self._replies: list[Reply] = []
         self._lock = threading.Lock()
@@ -278,40 +294,57 @@ class FakeOpenAI:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
+        with self._lock:
+            self.connections += 1
+            connection = _Connection(self.connections, asyncio.StreamReader())
+        pump = asyncio.create_task(self._pump(reader, connection))
         try:
-            await self._serve(reader, writer)
+            while await self._serve(connection, writer):
+                pass
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            pass  # the fake is stopping (ending normally spares asyncio's own callback a traceback)
         except Exception as exc:
             self._errors.append(exc)
         finally:
             self._connections.discard(task)
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
+    async def _serve(self, connection: _Connection, writer: asyncio.StreamWriter) -> bool:
+        """Read one request and play its reply; return whether the connection serves another one."""
+        received = connection.received
+        try:
+            head = await received.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                raise
+            return False  # the client closed a kept-alive connection between two requests
         request_line, *header_lines = head.decode("latin-1").split("\r\n")[:-2]
         method, path, _ = request_line.split(" ", 2)
         headers = {}
         for line in header_lines:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
-        body = await reader.readexactly(int(headers.get("content-length", "0")))
-        request = RecordedRequest(method, path, headers, body, received_at=time.monotonic())
+        body = await received.readexactly(int(headers.get("content-length", "0")))
+        request = RecordedRequest(
+            method, path, headers, body, received_at=time.monotonic(), connection=connection.number
+        )
         with self._lock:
             self.requests.append(request)
             reply = self._replies.pop(0) if self._replies else _unscripted(method, path)
 
-        gone = asyncio.Event()
-        watcher = asyncio.create_task(self._watch(reader, request, gone))
+        connection.playing = request
         try:
-            await self._play(reply, writer, gone, request)
+            await self._play(reply, writer, connection.gone, request)
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            connection.playing = None
+        return self.keep_alive and reply.ending == "end" and not connection.gone.is_set()
 
     async def _play(
         self, reply: Reply, writer: asyncio.StreamWriter, gone: asyncio.Event, request: RecordedRequest
@@ -319,7 +352,8 @@ class FakeOpenAI:
         reason = HTTPStatus(reply.status).phrase
         head = [f"HTTP/1.1 {reply.status} {reason}"]
         head += [f"{name}: {value}" for name, value in reply.headers.items()]
-        head += ["transfer-encoding: chunked", "connection: close", "cache-control: no-cache", "", ""]
+        head += ["transfer-encoding: chunked", "cache-control: no-cache"]
+        head += ["", ""] if self.keep_alive else ["connection: close", "", ""]
         await self._write(writer, "\r\n".join(head).encode())
         for item in reply.writes:
             if gone.is_set():
@@ -340,16 +374,17 @@ class FakeOpenAI:
         writer.write(data)
         await writer.drain()
 
-    async def _watch(
-        self, reader: asyncio.StreamReader, request: RecordedRequest, gone: asyncio.Event
-    ) -> None:
-        """Notice the client hanging up while its reply is still being played."""
+    @staticmethod
+    async def _pump(reader: asyncio.StreamReader, connection: _Connection) -> None:
+        """Pass on what the client sends, and notice it hanging up, also while a reply is playing."""
         with contextlib.suppress(ConnectionError):
-            while await reader.read(65_536):
-                pass
-        request.client_closed_at = time.monotonic()
-        request.client_closed.set()
-        gone.set()
+            while data := await reader.read(65_536):
+                connection.received.feed_data(data)
+        connection.received.feed_eof()
+        if (request := connection.playing) is not None:
+            request.client_closed_at = time.monotonic()
+            request.client_closed.set()
+        connection.gone.set()
 
 
 def _unscripted(method: str, path: str) -> Reply:

@@ -4,7 +4,9 @@ It serves queued events on `/invocation/next` and checks every request the runti
 of headers and their values, the JSON prelude and its 8 NUL bytes, the chunked framing (it parses chunk
 sizes itself), the trailers, the error documents. Every deviation is recorded in ``violations`` (and
 answered with a 400); tests call ``assert_clean()``. Each body chunk is stamped with ``time.monotonic()``
-when it arrives, so tests can prove that nothing was buffered on the way.
+when it arrives, so tests can prove that nothing was buffered on the way. ``polled`` is set when the
+runtime first asks for an invocation (its init is over), and ``handed_out`` stamps when each event went
+out, so tests can time an invocation from the runtime's side.
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ class RuntimeApiEmulator:
         self.violations: list[str] = []
         self.connections = 0
         self.init_error: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self.polled = asyncio.Event()  # the first GET /invocation/next arrived
+        self.handed_out: dict[str, float] = {}  # request id -> time.monotonic() its event went out
         self._queue: asyncio.Queue[_Queued] = asyncio.Queue()
         self._results: dict[str, asyncio.Future[Result]] = {}
         self._outstanding: set[str] = set()
@@ -189,8 +193,10 @@ class RuntimeApiEmulator:
             raise _Violation(f"{method} {path}: Host and User-Agent are required, got {sorted(headers)}")
         if method == "GET" and path == f"{API}/invocation/next":
             _expect_headers(headers, {}, what=path)
+            self.polled.set()
             queued = await self._queue.get()
             self._outstanding.add(queued.request_id)
+            self.handed_out[queued.request_id] = time.monotonic()
             await _write_response(writer, 200, queued.headers, queued.body)
             return True
         if method != "POST":

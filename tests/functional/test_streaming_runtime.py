@@ -186,6 +186,22 @@ async def test_init_error_is_reported_and_the_process_exits(
     assert error_type in running.output
 
 
+async def test_a_module_that_raises_on_import_fails_the_init_with_its_error_type(tmp_path: Path) -> None:
+    (tmp_path / "task").mkdir()
+    (tmp_path / "task" / "broken_at_import.py").write_text("raise LookupError('no such table')\n")
+    async with (
+        RuntimeApiEmulator() as emulator,
+        runtime(emulator, tmp_path, handler="broken_at_import.handler") as running,
+    ):
+        result = await answer(emulator.init_error)
+        async with asyncio.timeout(WAIT):
+            assert await running.process.wait() == 1
+    emulator.assert_clean()
+    assert result.headers["lambda-runtime-function-error-type"] == "LookupError"
+    assert (result.json["errorType"], result.json["errorMessage"]) == ("LookupError", "no such table")
+    assert any("broken_at_import.py" in frame for frame in result.json["stackTrace"])
+
+
 async def test_context_deadline_and_trace_id_reach_the_handler(tmp_path: Path) -> None:
     deadline_ms = int(time.time() * 1000) + 42_000
     trace = "Root=1-65f0a1b2-0123456789abcdef01234567;Parent=1a2b3c4d5e6f7a8b;Sampled=1"

@@ -39,6 +39,9 @@ _PRELUDE_KEYS = ("statusCode", "headers", "multiValueHeaders", "cookies")
 _END = object()
 # How long an app may take to finish after it was told the client is gone, before it is cancelled.
 DISCONNECT_GRACE_SECONDS = 1.0
+# How many messages the app may send ahead of the transport before its `send()` waits: when the
+# transport stalls, the app stops with it instead of piling the rest of the reply up in memory.
+MAX_QUEUED_MESSAGES = 16
 
 
 class UnsupportedEvent(ValueError):
@@ -71,12 +74,23 @@ class AsgiCycle:
         prelude; one raised mid-body comes out after the bytes sent so far; one raised after a complete
         response is only logged (the client has its answer). `receive()` gives the request body, then
         ``http.disconnect`` once the response is complete or this iterator is closed.
+
+        The app's `send()` waits while `MAX_QUEUED_MESSAGES` are not yet taken from this iterator. Once
+        the iterator is closed early, nobody reads any more: `send()` drops what it is given and returns
+        at once, so the app can notice the disconnect and end on its own.
         """
         scope = self.handler.scope
         body = self.handler.body
-        queue: asyncio.Queue[object] = asyncio.Queue()
+        queue: asyncio.Queue[object] = asyncio.Queue(MAX_QUEUED_MESSAGES)
         finished = asyncio.Event()
         request_sent = False
+        abandoned = False
+
+        async def deliver(item: object) -> None:
+            if not abandoned:
+                await queue.put(item)
+            else:
+                await asyncio.sleep(0)  # an app that only ever sends must still let its cancellation in
 
         async def receive() -> Message:
             nonlocal request_sent
@@ -91,10 +105,10 @@ class AsgiCycle:
             if kind == "http.response.start" and self.status is None:
                 self.status = int(message["status"])
                 self.headers = [[bytes(k), bytes(v)] for k, v in message.get("headers", [])]
-                queue.put_nowait(self.prelude())
+                await deliver(self.prelude())
             elif kind == "http.response.body" and self.status is not None and not self.complete:
                 if chunk := bytes(message.get("body", b"")):
-                    queue.put_nowait(chunk)
+                    await deliver(chunk)
                 if not message.get("more_body", False):
                     self.complete = True
                     finished.set()
@@ -105,7 +119,7 @@ class AsgiCycle:
             try:
                 await self.app(scope, receive, send)
             finally:
-                queue.put_nowait(_END)
+                await deliver(_END)
 
         task = asyncio.create_task(run())
         try:
@@ -123,7 +137,11 @@ class AsgiCycle:
             finished.set()
             if not task.done():
                 # Closed early (the transport gave up): the app sees http.disconnect and gets a moment
-                # to wind down on its own before it is cancelled.
+                # to wind down on its own before it is cancelled. Emptying the queue wakes a send()
+                # that waits for room; later sends are dropped.
+                abandoned = True
+                while not queue.empty():
+                    queue.get_nowait()
                 await asyncio.wait({task}, timeout=DISCONNECT_GRACE_SECONDS)
                 task.cancel()
                 try:

@@ -6,14 +6,16 @@ returns an async iterator (prelude dict, then body bytes as the app sends them);
 the Runtime API as it comes. Called as a plain handler (the managed runtime without the layer, ``sam
 local invoke``, or ``AGENTSTREAM_INVOKE_MODE=buffered``) it returns the ordinary proxy response with the
 whole body.
+
+The app is imported with this module, so in Lambda's init phase: provisioned concurrency pays for it, the
+first invocation does not wait for it, and an app that cannot start fails the init (``/init/error``).
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
 from typing import TYPE_CHECKING, Any
 
+from agentstream.app import app
 from agentstream.config import get_settings
 from agentstream.handlers._asgi import AsgiCycle, run_on_thread_loop
 
@@ -55,16 +57,5 @@ def make_handler(app: ASGI) -> StreamHandler:
     return handle
 
 
-@functools.cache
-def _app_handler() -> StreamHandler:
-    # Imported on the first invocation, not at import time: the layer and tests can load this module
-    # cheaply, and an app import error surfaces as that invocation's error.
-    app: ASGI = importlib.import_module("agentstream.app").app
-    return make_handler(app)
-
-
-def handler(
-    event: LambdaEvent, context: LambdaContext
-) -> dict[str, Any] | AsyncIterator[dict[str, Any] | bytes]:
-    """The Lambda entry point for ``agentstream.app:app``."""
-    return _app_handler()(event, context)
+# The Lambda entry point for ``agentstream.app:app``.
+handler: StreamHandler = make_handler(app)

@@ -28,9 +28,13 @@ class Store:
         history_ttl_days: float = 0,
         run_ttl_days: float = 30,
     ) -> None:
-        table = Table(table_name, client)
+        table = self._table = Table(table_name, client)
         self.agents = AgentRepository(table)
         self.conversations = ConversationRepository(table, ttl_days=history_ttl_days)
         self.memories = MemoryRepository(table)
         self.keys = KeyRepository(table)
         self.runs = RunRepository(table, ttl_days=run_ttl_days)
+
+    def connect(self) -> None:
+        """Create the DynamoDB client now (start-up) rather than on the first request."""
+        self._table.client  # noqa: B018

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from agentstream.handlers._asgi import AsgiCycle, UnsupportedEvent, run_on_thread_loop
+from agentstream.handlers import _asgi
+from agentstream.handlers._asgi import MAX_QUEUED_MESSAGES, AsgiCycle, UnsupportedEvent, run_on_thread_loop
 from tests.conftest import load_event
 from tests.unit.handlers.lambda_contexts import PlainContext
 from tests.unit.handlers.streaming_test_app import BINARY, app, raw_failing_app
@@ -176,6 +177,83 @@ async def test_closing_the_stream_cancels_an_app_that_does_not_listen() -> None:
     assert isinstance(await anext(stream), dict)
     await stream.aclose()
     assert cancelled.is_set()
+
+
+class CountingApp:
+    """Sends ``total`` numbered lines as fast as ``send()`` lets it; counts the sends that returned."""
+
+    def __init__(self, total: int | None) -> None:
+        self.total = total
+        self.sent = 0
+        self.returned = False
+        self.cancelled = False
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        try:
+            for number in itertools.count() if self.total is None else range(self.total):
+                await send({"type": "http.response.body", "body": b"%d\n" % number, "more_body": True})
+                self.sent += 1
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        self.returned = True
+
+
+async def settle() -> None:
+    """Let every task run until it waits for something (a send takes a loop turn or two at most)."""
+    for _ in range(200):
+        await asyncio.sleep(0)
+
+
+async def blocked_sends(counting: CountingApp) -> int:
+    """How many sends returned, once the app has stopped getting further (it waits in send())."""
+    await settle()
+    sent = counting.sent
+    await settle()
+    assert counting.sent == sent, "the app is still sending: it is not waiting for the transport"
+    return sent
+
+
+async def test_the_app_waits_in_send_while_the_transport_does_not_read() -> None:
+    counting = CountingApp(1000)
+    stream = AsgiCycle(counting, url_event("GET", "/"), PlainContext()).stream()
+    assert isinstance(await anext(stream), dict)
+    assert await anext(stream) == b"0\n"
+
+    # One body message taken, then the transport stops reading: the app gets at most the queue ahead.
+    assert await blocked_sends(counting) <= 1 + MAX_QUEUED_MESSAGES
+    taken = [await anext(stream) for _ in range(10)]
+    assert await blocked_sends(counting) <= 11 + MAX_QUEUED_MESSAGES
+
+    # Reading again lets the app go on to the end, every line in order.
+    rest = [item async for item in stream]
+    assert b"".join([b"0\n", *taken, *rest]) == b"".join(b"%d\n" % n for n in range(1000))
+    assert counting.returned
+
+
+async def test_closing_the_stream_releases_an_app_waiting_in_send() -> None:
+    counting = CountingApp(1000)
+    stream = AsgiCycle(counting, url_event("GET", "/"), PlainContext()).stream()
+    assert isinstance(await anext(stream), dict)
+    await blocked_sends(counting)
+    await stream.aclose()  # the transport gives up while the app waits for it
+    # The rest went nowhere, but the app finished on its own instead of waiting to be cancelled.
+    assert (counting.returned, counting.cancelled, counting.sent) == (True, False, 1000)
+
+
+async def test_an_app_that_only_sends_is_cancelled_after_the_grace_period(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_asgi, "DISCONNECT_GRACE_SECONDS", 0.2)
+    endless = CountingApp(None)  # never listens, never awaits anything but send()
+    stream = AsgiCycle(endless, url_event("GET", "/"), PlainContext()).stream()
+    assert isinstance(await anext(stream), dict)
+    await blocked_sends(endless)
+    async with asyncio.timeout(5):
+        await stream.aclose()
+    assert endless.cancelled
 
 
 def test_buffered_response_is_mangums_proxy_response() -> None:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
@@ -14,22 +12,7 @@ from agentstream.handlers import api, stream
 from tests.unit.handlers.lambda_contexts import PlainContext, StreamingContext
 from tests.unit.handlers.streaming_test_app import app
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
 EVENTS = sorted((Path(__file__).resolve().parents[3] / "infra" / "events").glob("*.json"))
-
-
-@pytest.fixture(autouse=True)
-def app_module(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    module = types.ModuleType("agentstream.app")
-    module.app = app  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "agentstream.app", module)
-    api._mangum.cache_clear()
-    stream._app_handler.cache_clear()
-    yield
-    api._mangum.cache_clear()
-    stream._app_handler.cache_clear()
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -48,7 +31,7 @@ def test_the_three_events_are_there() -> None:
 @pytest.mark.parametrize("path", EVENTS, ids=lambda path: path.stem)
 def test_sam_local_invoke_gets_the_whole_body(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
     monkeypatch.setenv("AWS_SAM_LOCAL", "true")
-    response = stream.handler(load(path), PlainContext())
+    response = stream.make_handler(app)(load(path), PlainContext())
     assert isinstance(response, dict)
     assert response["statusCode"] == 200
     if "chat" in path.stem:
@@ -60,13 +43,13 @@ def test_sam_local_invoke_gets_the_whole_body(monkeypatch: pytest.MonkeyPatch, p
 
 @pytest.mark.parametrize("path", EVENTS, ids=lambda path: path.stem)
 def test_buffered_api_handler_answers_them(path: Path) -> None:
-    assert api.handler(load(path), PlainContext())["statusCode"] == 200
+    assert api.make_handler(app)(load(path), PlainContext())["statusCode"] == 200
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("path", EVENTS, ids=lambda path: path.stem)
 async def test_they_stream_under_the_layer(path: Path) -> None:
-    response = stream.handler(load(path), StreamingContext())
+    response = stream.make_handler(app)(load(path), StreamingContext())
     assert not isinstance(response, dict)
     items = [item async for item in response]
     assert isinstance(items[0], dict)

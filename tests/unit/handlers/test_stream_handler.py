@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-import types
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
@@ -13,9 +11,6 @@ from agentstream.handlers import stream
 from tests.conftest import load_event
 from tests.unit.handlers.lambda_contexts import PlainContext, StreamingContext
 from tests.unit.handlers.streaming_test_app import app
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
 
 
 @pytest.fixture
@@ -81,21 +76,10 @@ async def test_under_the_layer_it_returns_the_stream(chat_event: dict[str, Any])
     assert len(items) == 1 + 4
 
 
-@pytest.fixture
-def app_module(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Stand in for agentstream.app (written elsewhere) with the test app."""
-    module = types.ModuleType("agentstream.app")
-    module.app = app  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "agentstream.app", module)
-    stream._app_handler.cache_clear()
-    yield
-    stream._app_handler.cache_clear()
-
-
-@pytest.mark.usefixtures("app_module")
-def test_module_handler_serves_agentstream_app(chat_event: dict[str, Any]) -> None:
-    response = stream.handler(chat_event, PlainContext())
+def test_module_handler_serves_agentstream_app() -> None:
+    healthz = load_event("function_url_v2.json")
+    healthz.update(rawPath="/healthz", rawQueryString="", body=None)
+    healthz["requestContext"]["http"].update(method="GET", path="/healthz")
+    response = stream.handler(healthz, PlainContext())
     assert isinstance(response, dict)
-    assert response["statusCode"] == 200
-    assert stream.handler(chat_event, PlainContext())["statusCode"] == 200
-    assert stream._app_handler.cache_info().misses == 1
+    assert (response["statusCode"], response["body"]) == (200, '{"status":"ok"}')

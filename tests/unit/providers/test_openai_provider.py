@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 import pytest
@@ -21,12 +21,9 @@ from agentstream.core.providers.base import (
     ToolSpec,
     UsageReport,
 )
-from agentstream.core.providers.openai import OpenAIProvider
+from agentstream.core.providers.openai import OpenAIProvider, shared_client
 from agentstream.errors import UpstreamError, UpstreamTimeout
-from tests.fakes.openai_upstream import Reply
-
-if TYPE_CHECKING:
-    from tests.fakes.openai_upstream import FakeOpenAI
+from tests.fakes.openai_upstream import FakeOpenAI, Reply
 
 pytestmark = pytest.mark.anyio
 
@@ -519,6 +516,48 @@ async def test_a_shared_client_serves_several_calls_and_stays_open(fake_openai: 
         assert text_of(await collect(provider)) == "one"
         assert text_of(await collect(provider)) == "two"
         assert not client.is_closed
+
+
+async def text_on_a_loop_of_its_own(base_url: str) -> tuple[str, httpx.AsyncClient]:
+    client = shared_client()
+    try:
+        return text_of(await collect(OpenAIProvider(base_url=base_url))), client
+    finally:
+        await client.aclose()
+
+
+async def test_calls_on_one_loop_share_one_client_and_its_kept_alive_connection() -> None:
+    with FakeOpenAI(keep_alive=True) as upstream:
+        upstream.enqueue(*(Reply.chat(text) for text in ("one", "two", "three", "four")))
+        client = shared_client()
+        try:
+            # Two providers, as two runs would make them: one client, one connection.
+            assert text_of(await collect(OpenAIProvider(base_url=upstream.base_url))) == "one"
+            assert text_of(await collect(OpenAIProvider(base_url=upstream.base_url))) == "two"
+            # Another loop (the Lambda buffered path runs one per thread) gets a client of its own...
+            text, other = await asyncio.to_thread(asyncio.run, text_on_a_loop_of_its_own(upstream.base_url))
+            assert text == "three"
+            assert other is not client
+            # ...and this loop's client still has its connection.
+            assert text_of(await collect(OpenAIProvider(base_url=upstream.base_url))) == "four"
+            assert shared_client() is client
+        finally:
+            await client.aclose()
+        assert [request.connection for request in upstream.requests] == [1, 1, 2, 1]
+        assert upstream.connections == 2
+    replacement = shared_client()  # a closed client is not handed out again
+    assert replacement is not client
+    assert not replacement.is_closed
+
+
+async def test_a_body_left_open_after_done_does_not_hold_up_the_step(fake_openai: FakeOpenAI) -> None:
+    fake_openai.enqueue(Reply.chat("ok").stall())
+    provider = OpenAIProvider(base_url=fake_openai.base_url, read_timeout=10)
+    start = time.monotonic()
+    events = await collect(provider)
+    assert events[-1] == StepEnd("stop")
+    assert time.monotonic() - start < 5, "the step waited for the end of the body after [DONE]"
+    await fake_openai.wait_client_closed(0, within=1.0)  # and that connection is not kept
 
 
 async def test_the_fake_answers_an_unscripted_request_with_a_clear_error(fake_openai: FakeOpenAI) -> None:

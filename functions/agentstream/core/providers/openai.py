@@ -14,20 +14,26 @@ Works with OpenAI, Zhipu GLM, DeepSeek, vLLM, Ollama and the llama.cpp server. D
   comes from the usage chunk (the last one wins: some servers repeat it); servers that send none
   (llama.cpp) yield no ``UsageReport``. ``StepEnd`` is always last.
 - A stream is complete at ``data: [DONE]`` or, for servers that omit it, at the end of the body after a
-  ``finish_reason``; ending any other way means the connection dropped, which is an error.
+  ``finish_reason``; ending any other way means the connection dropped, which is an error. After
+  ``[DONE]`` the end of the body is still read (briefly), so that the connection can be reused.
 - Every failure becomes ``UpstreamError`` / ``UpstreamTimeout`` raised ``from`` its cause, with a message
   fit for a user: the HTTP status and a short excerpt of the upstream's own message, the key redacted.
 
-Without an injected client each call makes its own ``httpx.AsyncClient`` (no state crosses event loops;
-the TLS context is built once per process). Inject one shared client to reuse connections.
+Without an injected client, calls share one ``httpx.AsyncClient`` per event loop (`shared_client`), so
+a run's second model call, and the next run's, reuse the kept-alive connection instead of paying a new
+TCP and TLS handshake. A client is never shared across loops: its connections belong to the loop that
+opened them, and the Lambda buffered path, uvicorn and the tests each run loops of their own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
+import threading
 import uuid
-from contextlib import asynccontextmanager
+import weakref
 from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -54,10 +60,45 @@ if TYPE_CHECKING:
 
     from agentstream.config import Settings
 
-__all__ = ["OpenAIProvider"]
+__all__ = ["OpenAIProvider", "shared_client", "warm_up"]
 
 _EXCERPT_CHARS = 200
 _ERROR_BODY_BYTES = 16_384
+# How long the end of the body may take after ``[DONE]`` (it normally comes in the same read).
+_END_AFTER_DONE_SECONDS = 0.25
+# Per event loop. Each streamed call holds a connection for its whole reply, so max_connections caps
+# the model calls one process streams at once (more wait for a free one, up to the read timeout).
+# Idle connections live 30 s: across a tool step and the gap between two invocations, and below the
+# usual 60 s idle timeout of load balancers; one the server closed first is noticed and not reused.
+_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30.0)
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+    weakref.WeakKeyDictionary()
+)
+_clients_lock = threading.Lock()
+
+
+def warm_up() -> None:
+    """Pay now, at start-up, what the first model call would: the TLS context (the CA bundle) and the
+    connection layers that httpx and anyio import only when they first connect."""
+    import httpcore  # noqa: F401  (httpx's transport: imported when its first client is made)
+    from anyio import connect_tcp  # noqa: F401  (anyio loads its socket layer on first use)
+
+    _ssl_context()
+
+
+def shared_client() -> httpx.AsyncClient:
+    """The running event loop's client, made on first use (and again if it was closed)."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None or client.is_closed:
+        with _clients_lock:
+            # A client's kept-alive connections refer to their loop, so a weak key alone would never let
+            # a closed loop (and its client) go.
+            for closed in [other for other in _clients if other.is_closed()]:
+                del _clients[closed]
+            client = _clients[loop] = httpx.AsyncClient(verify=_ssl_context(), limits=_LIMITS)
+    return client
 
 
 class OpenAIProvider:
@@ -85,17 +126,16 @@ class OpenAIProvider:
         if self._api_key is not None:
             headers["Authorization"] = f"Bearer {self._api_key}"
         step = _Step()
+        client = self._client if self._client is not None else shared_client()
         try:
-            async with (
-                self._http() as client,
-                client.stream(
-                    "POST", self._url, json=self._body(request), headers=headers, timeout=self._timeout
-                ) as response,
-            ):
+            async with client.stream(
+                "POST", self._url, json=self._body(request), headers=headers, timeout=self._timeout
+            ) as response:
                 await self._check_response(response)
                 decoder = SSEDecoder()
                 held = ""  # a high surrogate whose low half is in the next chunk
-                async for data in response.aiter_bytes():
+                chunks = response.aiter_bytes()
+                async for data in chunks:
                     for sse in decoder.feed(data):
                         if sse.data == "[DONE]":
                             step.done = True
@@ -104,6 +144,7 @@ class OpenAIProvider:
                         if text:
                             yield TextChunk(text)
                     if step.done:
+                        await _read_to_the_end(chunks)
                         break
                 if held:
                     yield TextChunk("\ufffd")  # the model's text ended inside a character
@@ -121,14 +162,6 @@ class OpenAIProvider:
         if step.usage is not None:
             yield UsageReport(step.usage)
         yield StepEnd(step.finish_reason or ("tool_calls" if calls else "stop"))
-
-    @asynccontextmanager
-    async def _http(self) -> AsyncIterator[httpx.AsyncClient]:
-        if self._client is not None:
-            yield self._client
-            return
-        async with httpx.AsyncClient(verify=_ssl_context(), timeout=self._timeout) as client:
-            yield client
 
     def _body(self, request: ModelRequest) -> dict[str, Any]:
         """The request JSON; ``request.extra`` adds or overrides fields (a ``None`` value removes one)."""
@@ -190,6 +223,15 @@ class OpenAIProvider:
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "[redacted]") if self._api_key else text
+
+
+async def _read_to_the_end(chunks: AsyncIterator[bytes]) -> None:
+    """Read what follows ``[DONE]``: a connection whose response was not read to its end is closed, not
+    reused. A server that keeps the body open does not hold up the step; its connection is closed."""
+    with contextlib.suppress(TimeoutError, httpx.HTTPError):
+        async with asyncio.timeout(_END_AFTER_DONE_SECONDS):
+            async for _ in chunks:
+                pass
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

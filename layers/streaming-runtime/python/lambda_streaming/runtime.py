@@ -258,12 +258,12 @@ def main() -> None:
     try:
         handler = load_handler(spec, os.environ.get("LAMBDA_TASK_ROOT", os.getcwd()))
     except Exception as exc:
+        # Named as the managed runtime names it: its own Runtime.* type, else the exception's type.
         error = error_record(exc)
         if isinstance(exc, InitError):
             error["errorType"] = exc.error_type
-        error_type = exc.error_type if isinstance(exc, InitError) else "Runtime.Unknown"
         log_invocation_error(error)
-        asyncio.run(post_init_error(address, error, error_type))
+        asyncio.run(post_init_error(address, error, error["errorType"]))
         sys.exit(1)
     runtime = Runtime(
         address,
