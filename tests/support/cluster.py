@@ -15,7 +15,6 @@ Tests talk to instances over HTTP and look at the table only through item shapes
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -30,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.server import SSEEvent, SSEStream, parse_sse_block
+from tests.support.server import SSEEvent, SSEStream, consume_sse
 
 __all__ = [
     "Cluster",
@@ -338,27 +337,20 @@ def open_sse(
         result = Stream(r.status_code, r.headers)
         if on_open is not None:
             on_open(result)
-        buffer = b""
+
+        def give_up(stream: Stream) -> bool:
+            if give_up_at is not None and time.monotonic() > give_up_at:
+                stream.ended = "gave_up"
+                return True
+            return False
+
         try:
-            for piece in r.iter_raw():
-                result.raw += piece
-                buffer += piece
-                while b"\n\n" in buffer:
-                    block, buffer = buffer.split(b"\n\n", 1)
-                    event_id, data, comment = parse_sse_block(block)
-                    if comment is not None:
-                        result.comments.append(comment)
-                    if data is not None:
-                        result.events.append(SSEEvent(event_id, json.loads(data), time.monotonic()))
-                        if on_event is not None:
-                            on_event(result)
-                    # a client that leaves after event N never sees the events that shared its write
-                    if stop_after is not None and len(result.events) >= stop_after:
-                        result.ended = "stopped"
-                        return result
-                if give_up_at is not None and time.monotonic() > give_up_at:
-                    result.ended = "gave_up"
-                    return result
+            stopped = consume_sse(
+                r.iter_raw(), result, stop_after=stop_after, on_event=on_event, on_piece=give_up
+            )
+            if stopped:
+                result.ended = result.ended or "stopped"
+                return result
             result.ended = "eof"
         except httpx.ReadTimeout:
             result.ended = "read_timeout"

@@ -6,9 +6,9 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import uvicorn
@@ -82,6 +82,40 @@ def parse_sse_block(block: bytes) -> tuple[str | None, str | None, str | None]:
     return event_id, data, comment
 
 
+S = TypeVar("S", bound=SSEStream)
+
+
+def consume_sse(
+    pieces: Iterable[bytes],
+    result: S,
+    *,
+    stop_after: int | None = None,
+    on_event: Callable[[S], None] | None = None,
+    on_piece: Callable[[S], bool] | None = None,
+) -> bool:
+    """Parse network pieces into ``result`` as they arrive, each event timestamped when its last byte
+    was read. True when it stopped at ``stop_after`` events (a client that leaves after event N never
+    sees the events that shared its write) or when ``on_piece`` (called after each piece) says so."""
+    buffer = b""
+    for piece in pieces:
+        result.raw += piece
+        buffer += piece
+        while b"\n\n" in buffer:
+            block, buffer = buffer.split(b"\n\n", 1)
+            event_id, data, comment = parse_sse_block(block)
+            if comment is not None:
+                result.comments.append(comment)
+            if data is not None:
+                result.events.append(SSEEvent(event_id, json.loads(data), time.monotonic()))
+                if on_event is not None:
+                    on_event(result)
+            if stop_after is not None and len(result.events) >= stop_after:
+                return True
+        if on_piece is not None and on_piece(result):
+            return True
+    return False
+
+
 def read_sse(
     url: str,
     body: dict[str, Any],
@@ -98,20 +132,6 @@ def read_sse(
     headers = {"Authorization": f"Bearer {key}"}
     with httpx.Client(timeout=timeout) as client, client.stream("POST", url, json=body, headers=headers) as r:
         result = SSEStream(r.status_code, r.headers)
-        buffer = b""
-        for piece in r.iter_raw():
-            result.raw += piece
-            buffer += piece
-            while b"\n\n" in buffer:
-                block, buffer = buffer.split(b"\n\n", 1)
-                event_id, data, comment = parse_sse_block(block)
-                if comment is not None:
-                    result.comments.append(comment)
-                if data is not None:
-                    result.events.append(SSEEvent(event_id, json.loads(data), time.monotonic()))
-                    if on_event is not None:
-                        on_event(result)
-                # a client that leaves after event N never sees the events that shared its write
-                if stop_after is not None and len(result.events) >= stop_after:
-                    return result
+        consume_sse(r.iter_raw(), result, stop_after=stop_after, on_event=on_event)
+        return result
         return result
