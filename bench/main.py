@@ -44,7 +44,8 @@ def _meta(cfg: Config, stack: Stack | None) -> dict[str, Any]:
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "mode": "quick (BENCH_QUICK=1)" if cfg.quick else "full",
-        "commit": f"{_git('rev-parse', '--short', 'HEAD')} ({_git('rev-parse', '--abbrev-ref', 'HEAD')})",
+        "commit": f"{_git('rev-parse', '--short', 'HEAD')} ({_git('rev-parse', '--abbrev-ref', 'HEAD')})"
+        + (" + uncommitted changes" if _git("status", "--porcelain", "--untracked-files=no") else ""),
         "agentstream measured": str(Path(agentstream.__file__).parent),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
@@ -68,6 +69,9 @@ def main() -> int:
     try:
         with stack:
             print(f"  store: {stack.store_description}; logs in {stack.logs}", flush=True)
+            if "moto" in stack.store_description:
+                print("  WARNING: moto fails under concurrent writes: figures 2 and 3 are not reliable. "
+                      "Install Java 17+ for DynamoDB Local.", flush=True)  # fmt: skip
             ctx: dict[str, Any] = {
                 "openai_agent": stack.create_agent(
                     {"name": "bench-openai", "model": {"provider": "openai", "name": "bench"},
