@@ -88,6 +88,14 @@ infra-check: $(STAMP) infra-tools
 	$(TOOLS_VENV)/bin/cfn-lint --ignore-checks W3005 -- $(INFRA_OUT)/serverless/cloudformation-template-update-stack.json
 	AGENTSTREAM_INFRA_CHECK=$(INFRA_OUT) $(PY) -m pytest tests/infra -m infra_tools $(PYTEST_ARGS)
 
+# Ours vs baselines, as ratios in one run: CPU per event, added latency, store cost, TTFB, cold start,
+# the Lambda path (bench/README.md). BENCH_QUICK=1 for a smoke run; writes bench/results.{json,md,png}.
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	@touch $@
+
 .PHONY: bench
-bench: $(STAMP)
-	$(PY) -m bench.stream_bench
+bench: $(BENCH_STAMP)
+	$(PY) -m bench
