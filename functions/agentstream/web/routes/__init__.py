@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from agentstream.web.routes import agents, chat, conversations, keys, runs
+from agentstream.web.routes import agents, chat, conversations, keys, openai, runs
 
 __all__ = ["router"]
 
@@ -18,3 +18,4 @@ async def healthz() -> dict[str, str]:
 
 for module in (agents, chat, conversations, keys, runs):
     router.include_router(module.router, prefix="/api/v1")
+router.include_router(openai.router)
