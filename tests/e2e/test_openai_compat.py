@@ -310,3 +310,25 @@ def test_an_error_inside_a_started_stream(live_server: str, api: openai.OpenAI) 
         api.chat.completions.create(model=agent, messages=[{"role": "user", "content": "go"}])
     assert whole.value.status_code == 502
     assert whole.value.code == "upstream_error"
+
+
+def test_a_run_that_times_out_or_is_cancelled_ends_with_an_error(
+    live_server: str, api: openai.OpenAI, app: Any
+) -> None:
+    agent = create_agent(live_server, options={"reply": "abcdefgh", "delta_chars": 2, "stall_after": 2})
+    user = [{"role": "user", "content": "go"}]
+    stream = api.chat.completions.create(model=agent, messages=user, stream=True)  # type: ignore[arg-type]
+    first = next(stream)
+    run_id = first.id.removeprefix("chatcmpl-")
+    assert httpx.post(f"{live_server}/api/v1/runs/{run_id}/cancel", headers=AUTH).status_code == 202
+    with pytest.raises(openai.APIError) as cancelled:
+        list(stream)
+    assert cancelled.value.code == "cancelled"
+
+    app.state.settings.max_run_seconds = 2.0  # the run's deadline comes 1.5 s (the margin) before it
+    with pytest.raises(openai.APIError) as timed_out:
+        list(api.chat.completions.create(model=agent, messages=user, stream=True))  # type: ignore[arg-type]
+    assert (timed_out.value.code, timed_out.value.type) == ("timeout", "server_error")
+    with pytest.raises(openai.InternalServerError) as whole:
+        api.chat.completions.create(model=agent, messages=user)  # type: ignore[arg-type]
+    assert (whole.value.status_code, whole.value.code) == (504, "timeout")
