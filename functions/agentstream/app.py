@@ -33,8 +33,8 @@ def warm_up(app: FastAPI) -> None:
     """Create the DynamoDB client and ready the default provider now, not on the first request."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    # The provider of agents that name none; providers are otherwise imported on first use.
-    from agentstream.core.providers import openai
+    # The provider of agents that name none, and the demo one; others are imported on first use.
+    from agentstream.core.providers import openai, scripted  # noqa: F401
 
     store: Store = app.state.store
     settings: Settings = app.state.settings

@@ -43,17 +43,25 @@ class Store:
         With ``dry_run_calls`` every operation a chat makes is also run once against a stubbed
         answer (no network, no cost): botocore builds its serializers, endpoint rules, signer and
         parsers on an operation's first call, which would otherwise land on the first request.
-        ``open_connection`` (Lambda's init) also reads one absent item (half a read unit), so the
-        TLS connection is open before the first request.
+        ``open_connection`` (Lambda's init) also reads an absent item on as many connections as a
+        request uses at once (half a read unit each), so their TLS handshakes are done before it.
         """
         client = self._table.client
         if dry_run_calls:
             _dry_run(client, self._table.name)
         if open_connection:
-            client.get_item(TableName=self._table.name, Key=_WARM_UP_KEY)
+            from concurrent.futures import ThreadPoolExecutor
+
+            def read(_: int) -> object:
+                return client.get_item(TableName=self._table.name, Key=_WARM_UP_KEY)
+
+            with ThreadPoolExecutor(_PARALLEL_CALLS) as pool:
+                list(pool.map(read, range(_PARALLEL_CALLS)))
 
 
 _WARM_UP_KEY = {"pk": {"S": "warm-up"}, "sk": {"S": "warm-up"}}
+# The most store calls a chat request makes at once (history, memories, run record).
+_PARALLEL_CALLS = 3
 
 
 class _EmptyBody:
