@@ -60,8 +60,8 @@ class Store:
 
 
 _WARM_UP_KEY = {"pk": {"S": "warm-up"}, "sk": {"S": "warm-up"}}
-# The most store calls a chat request makes at once (history, memories, run record).
-_PARALLEL_CALLS = 3
+# The most store calls a chat request makes at once (history, memories, run record, a UI chat's pointer).
+_PARALLEL_CALLS = 4
 
 
 class _EmptyBody:
