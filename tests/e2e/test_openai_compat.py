@@ -332,3 +332,17 @@ def test_a_run_that_times_out_or_is_cancelled_ends_with_an_error(
     with pytest.raises(openai.InternalServerError) as whole:
         api.chat.completions.create(model=agent, messages=user)  # type: ignore[arg-type]
     assert (whole.value.status_code, whole.value.code) == (504, "timeout")
+
+
+def test_the_compatible_routes_are_in_the_openapi_document(live_server: str) -> None:
+    r = httpx.get(f"{live_server}/openapi.json")
+    assert r.status_code == 200, r.text
+    paths = r.json()["paths"]
+    for path in (
+        "/v1/models",
+        "/v1/chat/completions",
+        "/api/v1/agents/{agent_id}/chat/ui",
+        "/api/v1/agents/{agent_id}/chat/ui/{chat_id}/stream",
+        "/api/v1/agents/{agent_id}/chat/stream",
+    ):
+        assert path in paths

@@ -31,7 +31,9 @@ _UI_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/agents/{agent_id}/chat/ui", response_class=EventStreamResponse, responses=_UI_DOC)
+@router.post(
+    "/agents/{agent_id}/chat/ui", response_class=EventStreamResponse, status_code=200, responses=_UI_DOC
+)
 async def chat_ui(
     agent_id: str, body: UIChatRequest, caller: Caller, chat: Chat, request: Request
 ) -> EventStreamResponse:
