@@ -10,6 +10,7 @@ it, or an ``error`` object), then ``data: [DONE]``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterable
@@ -165,7 +166,7 @@ class ChatCompletionRequest(_Lenient):
     stream_options: StreamOptions | None = None
     tools: list[ToolDefinition] = Field(default_factory=list, max_length=128)
     tool_choice: Any = None
-    user: str | None = Field(None, pattern=NAME_PATTERN.pattern, description="the end user's id")
+    user: str | None = Field(None, max_length=256, description="the end user's id")
     n: int = Field(1, ge=1, le=1, description="one choice per request")
 
     @property
@@ -188,11 +189,20 @@ class ChatCompletionRequest(_Lenient):
             raise BadRequest("messages: the last message must be the user's or a tool's")
         return ChatInput(
             message=message,
-            user_id=self.user or "anonymous",
+            user_id=_user_id(self.user),
             session_id=session_id,
             history=list(_history(earlier)),
             client_tools=self.client_tools(),
         )
+
+
+def _user_id(user: str | None) -> str:
+    """OpenAI's ``user`` is any string: one that is not a valid user id here gets a stable one."""
+    if not user:
+        return "anonymous"
+    if NAME_PATTERN.match(user):
+        return user
+    return "user:" + hashlib.sha256(user.encode()).hexdigest()[:32]
 
 
 def _history(
@@ -300,23 +310,18 @@ class ChatCompletionChunks:
         out: list[str] = []
         head, tail = self._head, self._tail
         for _, event, _ in items:
-            kind = type(event)
-            if kind is TextDelta:
-                assert isinstance(event, TextDelta)
+            if isinstance(event, TextDelta):
                 out.append(head + '{"content":' + _dumps(event.text) + "}" + tail)
-            elif kind is Start:
+            elif isinstance(event, Start):
                 out.append(head + '{"role":"assistant","content":"","refusal":null}' + tail)
-            elif kind is ToolCall:
-                assert isinstance(event, ToolCall)
+            elif isinstance(event, ToolCall):
                 if event.name in self._client_tools:
                     delta = {"tool_calls": [_tool_call(event, self._calls)]}
                     self._calls += 1
                     out.append(head + _dumps(delta) + tail)
-            elif kind is Error:
-                assert isinstance(event, Error)
+            elif isinstance(event, Error):
                 out.append(self._error(event.code, event.message))
-            elif kind is Done:
-                assert isinstance(event, Done)
+            elif isinstance(event, Done):
                 out.append(self._end(event))
         return "".join(out).encode()
 
