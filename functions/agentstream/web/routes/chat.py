@@ -99,8 +99,15 @@ _SSE_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/agents/{agent_id}/chat/stream", response_class=EventStreamResponse, responses=_SSE_DOC)
-@router.post("/agents/{agent_id}/chat/lumosai/stream", response_class=EventStreamResponse, responses=_SSE_DOC)
+@router.post(
+    "/agents/{agent_id}/chat/stream", response_class=EventStreamResponse, status_code=200, responses=_SSE_DOC
+)
+@router.post(
+    "/agents/{agent_id}/chat/lumosai/stream",
+    response_class=EventStreamResponse,
+    status_code=200,
+    responses=_SSE_DOC,
+)
 async def chat_stream(
     agent_id: str, body: ChatRequest, caller: Caller, chat: Chat, request: Request
 ) -> EventStreamResponse:
