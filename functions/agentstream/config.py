@@ -2,15 +2,54 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["MCP_SERVER_NAME", "McpServer", "Settings", "get_settings", "parse_headers"]
 
 InvokeMode = Literal["response_stream", "buffered"]
+# Names of MCP servers in AGENTSTREAM_MCP_SERVERS. No "__" and no trailing "_": the server's part of a
+# tool name the model sees (``mcp__<server>__<tool>``) then ends at the first "__".
+MCP_SERVER_NAME = r"^[A-Za-z0-9](?:[A-Za-z0-9-]|_(?!_)){0,23}(?<!_)$"
+
+
+class McpServer(BaseModel):
+    """One operator-registered MCP server (streamable HTTP). Its headers (credentials) are never
+    written here: ``headers_env`` names an environment variable holding a JSON object of headers,
+    ``headers_secret_arn`` a Secrets Manager secret holding one (read at run time, cached)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(..., min_length=8, max_length=2_000)
+    headers_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    headers_secret_arn: str | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if not self.url.startswith(("https://", "http://")):
+            raise ValueError("url must start with https:// (or http:// for a local server)")
+        if self.headers_env and self.headers_secret_arn:
+            raise ValueError("give headers_env or headers_secret_arn, not both")
+        return self
+
+
+def parse_headers(text: str, where: str) -> dict[str, str]:
+    """A JSON object of header names to string values (from an environment variable or a secret)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError(f"{where} must hold a JSON object of header names to string values")
+    return value
 
 
 class Settings(BaseSettings):
@@ -60,6 +99,51 @@ class Settings(BaseSettings):
     send_timeout_seconds: float = Field(
         30.0, gt=0, le=3_600, validation_alias="AGENTSTREAM_SEND_TIMEOUT_SECONDS"
     )
+
+    # MCP servers, JSON: {"name": {"url": "https://host/mcp", "headers_env" or "headers_secret_arn": ...}};
+    # agents list "mcp:<name>" or "mcp:<name>/<tool>" in their tools.
+    mcp_servers: dict[str, McpServer] = Field(
+        default_factory=dict, validation_alias="AGENTSTREAM_MCP_SERVERS"
+    )
+    # One MCP tool call may take this long (then its tool_result is an error and the run goes on).
+    mcp_call_timeout_seconds: float = Field(
+        30.0, gt=0, le=900, validation_alias="AGENTSTREAM_MCP_CALL_TIMEOUT_SECONDS"
+    )
+    # A server's tool list: how long the run start waits for it, and how long it is kept.
+    mcp_list_timeout_seconds: float = Field(
+        5.0, gt=0, le=60, validation_alias="AGENTSTREAM_MCP_LIST_TIMEOUT_SECONDS"
+    )
+    mcp_list_ttl_seconds: float = Field(300.0, ge=0, validation_alias="AGENTSTREAM_MCP_LIST_TTL_SECONDS")
+    # What the model sees of one tool result at most (longer results are cut, and say so).
+    mcp_result_max_chars: int = Field(
+        20_000, ge=100, le=1_000_000, validation_alias="AGENTSTREAM_MCP_RESULT_MAX_CHARS"
+    )
+
+    # headers of MCP servers that come from the environment, read once with the rest
+    _mcp_headers: dict[str, dict[str, str]] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _read_mcp_headers(self) -> Self:
+        for name, server in self.mcp_servers.items():
+            if not re.match(MCP_SERVER_NAME, name):
+                raise ValueError(
+                    f"AGENTSTREAM_MCP_SERVERS: {name!r} is not a server name (letters, digits, '-', "
+                    "single '_', at most 24)"
+                )
+            if server.headers_env is None:
+                continue
+            text = os.environ.get(server.headers_env)
+            if not text:
+                raise ValueError(
+                    f"AGENTSTREAM_MCP_SERVERS: server {name!r} takes its headers from "
+                    f"{server.headers_env}, which is not set"
+                )
+            self._mcp_headers[name] = parse_headers(text, server.headers_env)
+        return self
+
+    def mcp_headers(self, name: str) -> dict[str, str]:
+        """MCP server ``name``'s headers when they come from the environment (secrets: ``secrets.py``)."""
+        return dict(self._mcp_headers.get(name, {}))
 
 
 @lru_cache(maxsize=1)

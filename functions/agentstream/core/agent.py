@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from agentstream.core.agents import Agent
 from agentstream.core.control import DeadlineReached, Interrupted, RunControl
@@ -69,6 +70,8 @@ class Turn:
     history: Sequence[Message] = ()
     # tools the caller runs itself (see the module's docstring)
     client_tools: Sequence[ToolSpec] = ()
+    # said in a ``Metadata`` event right after ``Start`` (e.g. MCP servers the run could not use)
+    notice: Mapping[str, Any] | None = None
     # time.monotonic() when the request arrived: TTFT and duration are measured from here
     started: float = field(default_factory=time.monotonic)
     # the run's deadline and stop switch: stop() ends it at once with ``Done`` status ``cancelled``
@@ -98,6 +101,8 @@ async def run_agent(
 ) -> AsyncIterator[Event]:
     agent = turn.agent
     yield Start(run_id=turn.run_id, agent_id=agent.id, session_id=turn.session_id)
+    if turn.notice:
+        yield Metadata(dict(turn.notice))
     state = _State()
     messages: list[Message] = [Message("system", agent.instructions), *turn.history]
     if turn.message is not None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from agentstream.config import get_settings
 from agentstream.core.providers import PROVIDER_NAMES
 from agentstream.core.tools import TOOL_NAMES
 
@@ -37,13 +39,38 @@ class MemoryConfig(_Strict):
     history_messages: int = Field(20, ge=0, le=200)
 
 
-def _check_tools(tools: list[str]) -> list[str]:
-    unknown = [t for t in tools if t not in TOOL_NAMES]
+_MCP_ENTRY = re.compile(r"^mcp:([^/]+)(?:/(.{1,128}))?$")
+
+
+def _check_tools(tools: list[str], *, configured: bool = True) -> list[str]:
+    """Built-in tool names, ``mcp:<server>`` or ``mcp:<server>/<tool>``. A new or changed agent may
+    only name MCP servers the operator registered (AGENTSTREAM_MCP_SERVERS): an agent never carries
+    a server's URL or headers. A stored agent is not checked against the servers again."""
+    unknown = [t for t in tools if t not in TOOL_NAMES and not t.startswith("mcp:")]
     if unknown:
-        raise ValueError(f"unknown tool(s) {unknown}; available: {', '.join(sorted(TOOL_NAMES))}")
+        raise ValueError(
+            f"unknown tool(s) {unknown}; available: {', '.join(sorted(TOOL_NAMES))}, "
+            "mcp:<server> or mcp:<server>/<tool>"
+        )
+    entries = [_MCP_ENTRY.match(t) for t in tools if t.startswith("mcp:")]
+    if malformed := [t for t in tools if t.startswith("mcp:") and not _MCP_ENTRY.match(t)]:
+        raise ValueError(f"{malformed}: MCP tools are named mcp:<server> or mcp:<server>/<tool>")
+    if configured:
+        servers = get_settings().mcp_servers
+        if missing := sorted({m[1] for m in entries if m is not None and m[1] not in servers}):
+            known = ", ".join(sorted(servers)) or "none"
+            raise ValueError(f"unknown MCP server(s) {missing}; configured: {known}")
     if len(set(tools)) != len(tools):
         raise ValueError("tools must not repeat")
     return tools
+
+
+def _new_tools(tools: list[str]) -> list[str]:
+    return _check_tools(tools)
+
+
+def _stored_tools(tools: list[str]) -> list[str]:
+    return _check_tools(tools, configured=False)
 
 
 class AgentSpec(_Strict):
@@ -55,7 +82,7 @@ class AgentSpec(_Strict):
     tools: list[str] = Field(default_factory=list, max_length=20)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
 
-    _tools = field_validator("tools")(_check_tools)
+    _tools = field_validator("tools")(_new_tools)
 
 
 class AgentPatch(_Strict):
@@ -80,3 +107,6 @@ class Agent(AgentSpec):
     created_at: str
     updated_at: str
     version: int = 1
+
+    # a server the operator removed since does not make the stored agent unreadable (its run says so)
+    _tools = field_validator("tools")(_stored_tools)

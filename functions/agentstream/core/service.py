@@ -4,7 +4,8 @@ This is the use case the HTTP routes call; it knows nothing of HTTP, Lambda or D
 any object with the small Protocols of ``core/ports.py``).
 
 Before the model is called there are two store round trips, one after the other: the agent, then
-(in parallel) its history, the user's memories, the run record and the provider. After the last token
+(in parallel) its history, the user's memories, the run record, the provider and the tool lists of
+the agent's MCP servers (cached per process). After the last token
 nothing waits: ``Done`` goes out first; the conversation turn and the run's final status are written
 after it, within the time left.
 """
@@ -28,7 +29,7 @@ from agentstream.core.providers import create_provider
 from agentstream.core.providers.base import Message, ToolSpec
 from agentstream.core.recorder import RunRecorder
 from agentstream.core.runs import RunHandle
-from agentstream.core.tools import BUILTIN_TOOLS, Tool, remember_tool
+from agentstream.core.tools import BUILTIN_TOOLS, RunTools, Tool, remember_tool
 from agentstream.errors import BadRequest
 
 if TYPE_CHECKING:
@@ -123,6 +124,8 @@ class ChatService:
         agent = await self.store.agents.get(tenant, agent_id)
         if clash := sorted({t.name for t in request.client_tools} & set(agent.tools)):
             raise BadRequest(f"tool name(s) {', '.join(clash)} are taken by the agent's own tools")
+        if any(t.name.startswith("mcp__") for t in request.client_tools):
+            raise BadRequest("tool names starting with mcp__ are kept for the agent's MCP tools")
         session_id = request.session_id or "default"
         user_id = request.user_id
         run_id = new_id("run")
@@ -141,6 +144,7 @@ class ChatService:
             self.store.active_runs.put(tenant, agent.id, session_id, run_id, until_ms=_epoch_ms(end))
             if request.resumable
             else _nothing(),
+            _mcp_tools(agent.tools, settings),
             return_exceptions=True,
         )
         failure = next((r for r in results if isinstance(r, BaseException)), None)
@@ -148,9 +152,10 @@ class ChatService:
             if not isinstance(results[3], BaseException):  # the run was recorded: it did not start
                 await self._abandon(tenant, run_id)
             raise failure
-        stored, memories, provider = results[0], results[1], results[2]
+        stored, memories, provider, mcp = results[0], results[1], results[2], results[5]
         assert isinstance(stored, list)
         assert isinstance(memories, list)
+        assert isinstance(mcp, RunTools)
 
         remembered: list[str] = []
 
@@ -160,18 +165,24 @@ class ChatService:
                 remembered.append(item.id)
             return f"remembered: {item.content}"
 
-        tools: dict[str, Tool] = {**BUILTIN_TOOLS, "remember": remember_tool(save)}
+        tools: dict[str, Tool] = {**BUILTIN_TOOLS, "remember": remember_tool(save), **mcp.tools}
+        # the agent's MCP entries become the tools they name, as the model will see them
+        agent_tools = [t for t in agent.tools if not t.startswith("mcp:")] + list(mcp.tools)
         history = [Message(m.role, m.content) for m in stored] if request.history is None else request.history
         turn = Turn(
             run_id=run_id,
             agent=agent.model_copy(
-                update={"instructions": _system_prompt(agent, relevant(memories, request.user_text))}
+                update={
+                    "instructions": _system_prompt(agent, relevant(memories, request.user_text)),
+                    "tools": agent_tools,
+                }
             ),
             session_id=session_id,
             user_id=user_id,
             message=request.message,
             history=history,
             client_tools=request.client_tools,
+            notice={"mcp_unavailable": mcp.unavailable} if mcp.unavailable else None,
             started=started,
             control=control,
         )
@@ -255,6 +266,15 @@ def _check_input(request: ChatInput, max_chars: int) -> None:
     names = [t.name for t in request.client_tools]
     if len(set(names)) != len(names):
         raise BadRequest("tool names must not repeat")
+
+
+async def _mcp_tools(entries: Sequence[str], settings: Settings) -> RunTools:
+    """The agent's MCP tools; the MCP client is imported only by agents that have some."""
+    if not any(t.startswith("mcp:") for t in entries):
+        return RunTools({}, {})
+    from agentstream.core.mcp import run_tools
+
+    return await run_tools(entries, settings)
 
 
 def _epoch_ms(monotonic: float) -> int:

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agentstream.core.providers.base import ToolSpec
 
-__all__ = ["BUILTIN_TOOLS", "TOOL_NAMES", "Tool", "ToolFailed", "calculate", "remember_tool"]
+__all__ = ["BUILTIN_TOOLS", "TOOL_NAMES", "RunTools", "Tool", "ToolFailed", "calculate", "remember_tool"]
 
 
 class ToolFailed(Exception):
@@ -32,6 +32,15 @@ class Tool:
     @property
     def name(self) -> str:
         return self.spec.name
+
+
+@dataclass(frozen=True, slots=True)
+class RunTools:
+    """Tools of one run from outside (MCP servers): name the model sees -> tool, and what could not
+    be used (server or ``server/tool`` -> why), which the run reports instead of failing."""
+
+    tools: dict[str, Tool]
+    unavailable: dict[str, str]
 
 
 _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
