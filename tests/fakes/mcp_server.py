@@ -84,21 +84,28 @@ class McpTestServer:
         outer = self
 
         async def guarded(scope: Any, receive: Any, send: Any) -> None:
-            if scope["type"] == "http":
-                headers = {k.decode(): v.decode() for k, v in scope["headers"]}
-                outer.headers.append(headers)
-                if outer.token is not None and headers.get("authorization") != f"Bearer {outer.token}":
-                    body = b'{"error": "unauthorized"}'
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": 401,
-                            "headers": [(b"content-type", b"application/json")],
-                        }
-                    )
-                    await send({"type": "http.response.body", "body": body})
-                    return
-            await app(scope, receive, send)
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+            outer.headers.append(headers)
+
+            async def closing(message: Any) -> None:
+                # like the fake OpenAI upstream: no kept-alive connection outlives the app's event loop
+                if message["type"] == "http.response.start":
+                    message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+                await send(message)
+
+            if outer.token is not None and headers.get("authorization") != f"Bearer {outer.token}":
+                start = {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+                await closing(start)
+                await closing({"type": "http.response.body", "body": b'{"error": "unauthorized"}'})
+                return
+            await app(scope, receive, closing)
 
         return guarded
 
