@@ -152,7 +152,10 @@ class LambdaFunctionUrl:
                     headers[name.strip().lower()] = value.strip()
             assert "chunked" not in headers.get("transfer-encoding", ""), "send bodies with a Content-Length"
             body = await reader.readexactly(int(headers.get("content-length", "0")))
-            await self._answer(function_url_event(method, target, headers, body), writer)
+            # a test may shorten the invocation's time (Lambda's deadline) with this header
+            seconds = headers.pop("x-test-deadline-seconds", None)
+            deadline_ms = None if seconds is None else int((time.time() + float(seconds)) * 1000)
+            await self._answer(function_url_event(method, target, headers, body), writer, deadline_ms)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away: the invocation goes on, as behind a real function URL
         finally:
@@ -160,9 +163,11 @@ class LambdaFunctionUrl:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 
-    async def _answer(self, event: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+    async def _answer(
+        self, event: dict[str, Any], writer: asyncio.StreamWriter, deadline_ms: int | None = None
+    ) -> None:
         parts: asyncio.Queue[dict[str, Any] | bytes | None] = asyncio.Queue()
-        result = self.emulator.invoke(event, on_stream=parts.put_nowait)
+        result = self.emulator.invoke(event, deadline_ms=deadline_ms, on_stream=parts.put_nowait)
         first = asyncio.ensure_future(parts.get())
         await asyncio.wait({first, result}, return_when=asyncio.FIRST_COMPLETED)
         if not first.done():  # answered without streaming: buffered, or an invocation error
