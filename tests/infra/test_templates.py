@@ -106,10 +106,15 @@ def test_iam_reaches_only_the_stacks_own_table_and_secrets(resources: Template) 
     assert _actions(by_sid["Bedrock"]) == ["bedrock:InvokeModelWithResponseStream"]
 
 
-def test_bedrock_is_granted_only_when_enabled(resources: Template) -> None:
+def test_bedrock_and_mcp_secrets_are_granted_only_when_configured(resources: Template) -> None:
     conditional = [s for s in _statements(resources["StreamFunctionRole"]) if "Fn::If" in s]
-    assert [s["Fn::If"][0] for s in conditional] == ["BedrockEnabled"]
-    assert conditional[0]["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+    assert [s["Fn::If"][0] for s in conditional] == ["HasMcpHeaderSecrets", "BedrockEnabled"]
+    assert all(s["Fn::If"][2] == {"Ref": "AWS::NoValue"} for s in conditional)
+    mcp = conditional[0]["Fn::If"][1]
+    assert (mcp["Action"], mcp["Resource"]) == (
+        "secretsmanager:GetSecretValue",
+        {"Ref": "McpHeaderSecretArns"},  # the secrets the operator names, nothing wider
+    )
 
 
 def test_secrets_are_generated_never_written_in_the_template(resources: Template) -> None:
