@@ -54,6 +54,7 @@ __all__ = [
     "McpClient",
     "McpError",
     "clear_cache",
+    "header_annotation_problem",
     "model_tool_name",
     "run_tools",
     "split_tool_entry",
@@ -156,6 +157,43 @@ def _param_headers(schema: Mapping[str, Any], arguments: Mapping[str, Any]) -> d
 
     walk(schema, arguments)
     return headers
+
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def header_annotation_problem(schema: Any) -> str | None:
+    """Why a tool's ``x-mcp-header`` annotations are invalid (the transport makes clients leave such a
+    tool out), or None: each must name a header token, once (case-insensitively), on a string, integer
+    or boolean property reached from the root through ``properties`` only."""
+    names: set[str] = set()
+
+    def walk(node: Any, is_property: bool, plain_path: bool) -> str | None:
+        children: list[tuple[Any, bool, bool]] = []
+        if isinstance(node, list):
+            children = [(item, False, False) for item in node]
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if key == "x-mcp-header":
+                    if not (is_property and plain_path):
+                        return "x-mcp-header outside a chain of properties"
+                    if not isinstance(value, str) or not _TOKEN.match(value):
+                        return f"x-mcp-header {value!r} is not a header name"
+                    if value.lower() in names:
+                        return f"x-mcp-header {value!r} repeats"
+                    names.add(value.lower())
+                    if node.get("type") not in ("string", "integer", "boolean"):
+                        return f"x-mcp-header {value!r} on a {node.get('type')!r} property"
+                elif key == "properties" and isinstance(value, dict):
+                    children += [(sub, True, plain_path) for sub in value.values()]
+                else:
+                    children.append((value, False, False))
+        for child in children:
+            if (problem := walk(*child)) is not None:
+                return problem
+        return None
+
+    return walk(schema, False, True)
 
 
 class McpClient:
@@ -456,6 +494,9 @@ def _server_tools(
 
     tools: dict[str, Tool] = {}
     for tool in sorted(offered, key=lambda t: str(t["name"])):
+        if (problem := header_annotation_problem(tool.get("inputSchema"))) is not None:
+            logger.warning("MCP server %s: tool %r left out: %s", name, tool["name"], problem)
+            continue
         model_name = model_tool_name(name, str(tool["name"]), tools.keys())
         description = tool.get("description") or tool.get("title") or str(tool["name"])
         schema = tool.get("inputSchema")

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from agentstream.config import Settings
+from agentstream.config import McpServer, Settings
 from agentstream.core import mcp
 from agentstream.core.agents import Agent, AgentSpec, ModelConfig
 from agentstream.core.events import Done, Metadata
@@ -301,3 +301,28 @@ async def test_tool_lists_are_fetched_beside_the_other_start_up_reads(
     assert notes == [{"mcp_unavailable": {"gone": "not configured in AGENTSTREAM_MCP_SERVERS"}}]
     assert isinstance(events[-1], Done)
     assert events[-1].status == "completed"
+
+
+@pytest.mark.parametrize(
+    ("properties", "valid"),
+    [
+        ({"region": {"type": "string", "x-mcp-header": "Region"}}, True),
+        ({"o": {"type": "object", "properties": {"n": {"type": "integer", "x-mcp-header": "N"}}}}, True),
+        ({"xs": {"type": "array", "items": {"type": "string", "x-mcp-header": "X"}}}, False),
+        ({"v": {"anyOf": [{"type": "string", "x-mcp-header": "V"}]}}, False),
+        ({"f": {"type": "number", "x-mcp-header": "F"}}, False),
+        (
+            {"a": {"type": "string", "x-mcp-header": "Dup"}, "b": {"type": "string", "x-mcp-header": "dup"}},
+            False,
+        ),
+        ({"s": {"type": "string", "x-mcp-header": "Not a token"}}, False),
+        ({"s": {"type": "string", "x-mcp-header": ""}}, False),
+    ],
+    ids=["top", "nested", "in-items", "in-anyOf", "number", "repeated", "space", "empty"],
+)
+def test_tools_with_invalid_header_annotations_are_left_out(properties: dict[str, Any], valid: bool) -> None:
+    schema = {"type": "object", "properties": properties}
+    assert (mcp.header_annotation_problem(schema) is None) is valid
+    offered = [{"name": "t", "inputSchema": schema}, {"name": "plain", "inputSchema": {"type": "object"}}]
+    tools = mcp._server_tools("s", McpServer(url=URL), offered, Settings())
+    assert set(tools) == ({"mcp__s__t", "mcp__s__plain"} if valid else {"mcp__s__plain"})
