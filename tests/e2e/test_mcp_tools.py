@@ -32,6 +32,8 @@ def mcp_env(monkeypatch: pytest.MonkeyPatch, open_server: McpTestServer, private
         "tools": {"url": open_server.url},
         "private": {"url": private.url, "headers_env": "PRIVATE_MCP_HEADERS"},
         "down": {"url": f"http://127.0.0.1:{free_port()}/mcp"},
+        # the same server, its headers in a Secrets Manager secret (moto's, beside the table)
+        "vault": {"url": private.url, "headers_secret_arn": "mcp-vault-headers"},
     }
     monkeypatch.setenv("AGENTSTREAM_MCP_SERVERS", json.dumps(servers))
     monkeypatch.setenv("PRIVATE_MCP_HEADERS", json.dumps({"Authorization": f"Bearer {private.token}"}))
@@ -214,3 +216,18 @@ def test_cancel_during_a_slow_call_closes_its_request(
     assert open_server.slow_cancelled.wait(1.0)
     assert open_server.slow_cancelled_at is not None
     assert open_server.slow_cancelled_at - cancelled_at[0] < 1.0
+
+
+def test_headers_from_a_secret(
+    server: str, fake_openai: FakeOpenAI, dynamodb: Any, mcp: tuple[McpTestServer, McpTestServer]
+) -> None:
+    import boto3
+
+    token = f"Bearer {mcp[1].token}"
+    boto3.client("secretsmanager", region_name="us-east-1").create_secret(
+        Name="mcp-vault-headers", SecretString=json.dumps({"Authorization": token})
+    )
+    fake_openai.enqueue(_calls(("mcp__vault__whoami", {})), Reply.chat("ok"))
+    stream = _chat(server, _agent(server, ["mcp:vault"]))
+    assert stream.of("tool_result")[0]["content"] == "authorized ✅"
+    assert token not in stream.raw.decode()
