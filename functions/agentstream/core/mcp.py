@@ -8,6 +8,8 @@ JSON-RPC request is one POST carrying its protocol version, client info and capa
 ``application/json`` or a ``text/event-stream`` of request-scoped notifications ending with the
 response. Closing that stream cancels the request on the server, so a call cancelled here (the run's
 deadline, a cancel request) leaves its ``async with client.stream(...)`` and closes the connection.
+A server that answers as one of the earlier revisions gets their ``initialize`` handshake and session
+instead (the transport's backward compatibility), once per process.
 
 - ``tools/list`` (all pages) is fetched once per process per server and kept
   ``AGENTSTREAM_MCP_LIST_TTL_SECONDS``; the run start fetches the lists in parallel with its store
@@ -196,8 +198,41 @@ def header_annotation_problem(schema: Any) -> str | None:
     return walk(schema, False, True)
 
 
+# Servers that answered a 2026-07-28 request as servers of an earlier revision do (the transport's
+# backward compatibility): their URL -> the session of the handshake made with them, for the process.
+_HANDSHAKE_VERSION = "2025-11-25"
+_HANDSHAKE_VERSIONS = frozenset({"2025-03-26", "2025-06-18", "2025-11-25"})
+# errors only a modern server answers with: HeaderMismatch, MissingRequiredClientCapability,
+# UnsupportedProtocolVersion, Method not found
+_MODERN_ERRORS = frozenset({-32020, -32021, -32022, -32601})
+
+
+@dataclass(frozen=True, slots=True)
+class _Session:
+    version: str
+    session_id: str | None
+
+    def headers(self) -> dict[str, str]:
+        headers = {"MCP-Protocol-Version": self.version}
+        if self.session_id is not None:
+            headers["Mcp-Session-Id"] = self.session_id
+        return headers
+
+
+_sessions: dict[str, _Session] = {}
+
+
+class _NotModern(Exception):
+    """The server answered a 2026-07-28 request as a server of an earlier revision does."""
+
+
+class _SessionGone(Exception):
+    """The server no longer knows the session of an earlier revision's handshake (HTTP 404)."""
+
+
 class McpClient:
-    """JSON-RPC requests to one MCP server over streamable HTTP (revision 2026-07-28)."""
+    """JSON-RPC requests to one MCP server over streamable HTTP: revision 2026-07-28, or, for a server
+    that answers as one of the revisions before it, the ``initialize`` handshake and its session."""
 
     def __init__(
         self,
@@ -240,27 +275,59 @@ class McpClient:
     async def request(
         self, method: str, params: Mapping[str, Any], headers: Mapping[str, str] | None = None
     ) -> dict[str, Any]:
-        request_id = next(self._ids)
-        body = {
-            "jsonrpc": "2.0",
-            "id": request_id,
-            "method": method,
-            "params": {
-                **params,
-                "_meta": {
-                    "io.modelcontextprotocol/protocolVersion": PROTOCOL_VERSION,
-                    "io.modelcontextprotocol/clientInfo": _CLIENT_INFO,
-                    "io.modelcontextprotocol/clientCapabilities": {},
-                },
-            },
-        }
+        session = _sessions.get(self.url)
+        if session is None:
+            meta = {
+                "io.modelcontextprotocol/protocolVersion": PROTOCOL_VERSION,
+                "io.modelcontextprotocol/clientInfo": _CLIENT_INFO,
+                "io.modelcontextprotocol/clientCapabilities": {},
+            }
+            modern = {"MCP-Protocol-Version": PROTOCOL_VERSION, "Mcp-Method": method, **(headers or {})}
+            try:
+                message, _ = await self._post(method, {**params, "_meta": meta}, modern, probe=True)
+                return _result(method, message)
+            except _NotModern:
+                session = await self._initialize()
+        try:
+            message, _ = await self._post(method, params, session.headers(), session=True)
+        except _SessionGone:  # the server forgot the session (restarted, expired): a new one, once
+            session = await self._initialize()
+            message, _ = await self._post(method, params, session.headers())
+        return _result(method, message)
+
+    async def _initialize(self) -> _Session:
+        """The handshake of the revisions before 2026-07-28, for a server that speaks only those."""
+        params = {"protocolVersion": _HANDSHAKE_VERSION, "capabilities": {}, "clientInfo": _CLIENT_INFO}
+        message, headers = await self._post("initialize", params, {})
+        version = _result("initialize", message).get("protocolVersion")
+        if version not in _HANDSHAKE_VERSIONS:
+            raise McpError(f"initialize: the server speaks {version!r}, which agentstream does not")
+        session = _Session(str(version), headers.get("mcp-session-id"))
+        await self._post("notifications/initialized", None, session.headers())
+        _sessions[self.url] = session
+        return session
+
+    async def _post(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str],
+        *,
+        probe: bool = False,
+        session: bool = False,
+    ) -> tuple[Any, httpx.Headers]:
+        """One JSON-RPC message as one POST: a request's response (JSON or from an event stream), or
+        None for a notification. ``probe``: a modern request, ``_NotModern`` when the server answers
+        as one of an earlier revision; ``session``: ``_SessionGone`` when the server forgot it."""
+        body: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            body["id"] = request_id = next(self._ids)
+            body["params"] = params
         sent = {
             **self._headers,
             "Accept": "application/json, text/event-stream",
             "Content-Type": "application/json",
-            "MCP-Protocol-Version": PROTOCOL_VERSION,
-            "Mcp-Method": method,
-            **(headers or {}),
+            **headers,
         }
         client = self._client if self._client is not None else _shared_client()
         # no read timeout: a tool may think for a while; the caller bounds the whole call
@@ -269,32 +336,40 @@ class McpClient:
             async with client.stream(
                 "POST", self.url, content=json.dumps(body).encode(), headers=sent, timeout=timeout
             ) as response:
+                status = response.status_code
+                if params is None and status in (200, 202):
+                    return None, response.headers
                 kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
-                if kind == "text/event-stream" and response.status_code == 200:
-                    message = await _read_stream(response, request_id)
-                else:
-                    message = await _read_json(response)
+                if kind == "text/event-stream" and status == 200:
+                    return await _read_stream(response, request_id), response.headers
+                data = await _read_body(response)
         except httpx.HTTPError as e:
             raise McpError(f"{method}: {_transport_message(e)}") from e
-        return _result(method, message)
+        try:
+            message = json.loads(data)
+        except ValueError:
+            message = None
+        error = message.get("error") if isinstance(message, dict) else None
+        modern_error = isinstance(error, dict) and error.get("code") in _MODERN_ERRORS
+        if probe and status in (400, 404, 405) and not modern_error:
+            raise _NotModern
+        if session and status == 404:
+            raise _SessionGone
+        if isinstance(error, dict):
+            return message, response.headers  # a JSON-RPC error, whatever the status (400, 404, ...)
+        if status != 200 or not isinstance(message, dict):
+            excerpt = data[:200].decode("utf-8", "replace")
+            raise McpError(f"{method}: HTTP {status}" + (f": {excerpt}" if excerpt else ""))
+        return message, response.headers
 
 
-async def _read_json(response: httpx.Response) -> Any:
+async def _read_body(response: httpx.Response) -> bytes:
     data = bytearray()
     async for chunk in response.aiter_bytes():
         data += chunk
         if len(data) > _MAX_RESPONSE_BYTES:
             raise McpError(f"answer larger than {_MAX_RESPONSE_BYTES} bytes")
-    try:
-        message = json.loads(data)
-    except ValueError:
-        message = None
-    if isinstance(message, dict) and isinstance(message.get("error"), dict):
-        return message  # a JSON-RPC error, whatever the status (400, 404, ...)
-    if response.status_code != 200 or not isinstance(message, dict):
-        excerpt = data[:200].decode("utf-8", "replace")
-        raise McpError(f"HTTP {response.status_code}" + (f": {excerpt}" if excerpt else ""))
-    return message
+    return bytes(data)
 
 
 async def _read_stream(response: httpx.Response, request_id: int) -> Any:
@@ -386,8 +461,9 @@ _inflight: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Task[_Listing]] =
 
 
 def clear_cache() -> None:
-    """Forget every tool list (tests; a process normally keeps them for their TTL)."""
+    """Forget every tool list and session (tests; a process normally keeps them)."""
     _listings.clear()
+    _sessions.clear()
 
 
 async def _headers(name: str, server: McpServer, settings: Settings) -> dict[str, str]:

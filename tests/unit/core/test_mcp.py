@@ -326,3 +326,73 @@ def test_tools_with_invalid_header_annotations_are_left_out(properties: dict[str
     offered = [{"name": "t", "inputSchema": schema}, {"name": "plain", "inputSchema": {"type": "object"}}]
     tools = mcp._server_tools("s", McpServer(url=URL), offered, Settings())
     assert set(tools) == ({"mcp__s__t", "mcp__s__plain"} if valid else {"mcp__s__plain"})
+
+
+async def test_a_server_of_an_earlier_revision_gets_the_handshake_and_its_session() -> None:
+    """The transport's backward compatibility: a modern request answered 400 without a modern error
+    means a handshake-era server; its session is used from then on, and renewed when it is gone."""
+    seen: list[tuple[str, str | None, str | None]] = []
+    sessions = iter(["s1", "s2"])
+    current: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        session = request.headers.get("mcp-session-id")
+        seen.append((body["method"], session, request.headers.get("mcp-protocol-version")))
+        if body["method"] == "initialize":
+            assert body["params"]["protocolVersion"] == "2025-11-25"
+            current[:] = [next(sessions)]
+            result = {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "x"},
+            }
+            return httpx.Response(
+                200,
+                json={"jsonrpc": "2.0", "id": body["id"], "result": result},
+                headers={"mcp-session-id": current[0]},
+            )
+        if session is None:
+            error = {"code": -32600, "message": "Bad Request: Missing session ID"}
+            return httpx.Response(400, json={"jsonrpc": "2.0", "id": "server-error", "error": error})
+        if session != current[0]:
+            return httpx.Response(404, text="Not Found: Invalid or expired session ID")
+        if body["method"] == "notifications/initialized":
+            return httpx.Response(202)
+        assert "_meta" not in body["params"]
+        return _answer(request, {"tools": [{"name": "old", "inputSchema": {"type": "object"}}]})
+
+    mcp.clear_cache()
+    assert [t["name"] for t in await _client(handler).list_tools()] == ["old"]
+    assert [t["name"] for t in await _client(handler).list_tools()] == ["old"]  # no new handshake
+    current[:] = ["expired"]  # the server restarted
+    assert [t["name"] for t in await _client(handler).list_tools()] == ["old"]
+    mcp.clear_cache()
+    assert seen == [
+        ("tools/list", None, "2026-07-28"),
+        ("initialize", None, None),
+        ("notifications/initialized", "s1", "2025-06-18"),
+        ("tools/list", "s1", "2025-06-18"),
+        ("tools/list", "s1", "2025-06-18"),
+        ("tools/list", "s1", "2025-06-18"),
+        ("initialize", None, None),
+        ("notifications/initialized", "s2", "2025-06-18"),
+        ("tools/list", "s2", "2025-06-18"),
+    ]
+
+
+async def test_the_handshake_works_with_the_official_sdk_server() -> None:
+    from tests.fakes.mcp_server import GREETING, McpTestServer
+
+    mcp.clear_cache()
+    with McpTestServer() as server:
+        async with httpx.AsyncClient() as http:
+            client = McpClient(server.url, client=http)
+            await client._initialize()  # as after a modern request refused
+            result = await client.call_tool("greet", {"name": "旧版"})
+            assert result_text(result) == GREETING.format(name="旧版")
+    mcp.clear_cache()
+    methods = [h.get("mcp-method") for h in server.headers]
+    assert methods == [None, None, None]  # handshake-era requests carry no modern headers
+    assert server.headers[0].get("mcp-session-id") is None
+    assert server.headers[1]["mcp-session-id"] == server.headers[2]["mcp-session-id"]
