@@ -24,6 +24,7 @@ __all__ = ["ENDPOINT_PROVIDERS", "PROVIDER_NAMES", "ModelChoice", "create_provid
 
 # provider name -> module defining ``create(settings[, endpoint]) -> ModelProvider``
 _MODULES = {
+    "anthropic": "agentstream.core.providers.anthropic",
     "openai": "agentstream.core.providers.openai",
     "scripted": "agentstream.core.providers.scripted",
 }

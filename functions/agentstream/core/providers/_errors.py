@@ -49,13 +49,20 @@ _TIMEOUT = re.compile(r"timeout|timed out", re.IGNORECASE)
 
 
 def classify(
-    message: str, *, status: int | None = None, kind: str = "", retry_after: float | None = None
+    message: str,
+    *,
+    status: int | None = None,
+    kind: str = "",
+    detail: str | None = None,
+    retry_after: float | None = None,
 ) -> UpstreamError:
     """The error for a failure: an HTTP ``status`` if there was one, else the upstream's own error
-    ``kind`` (its type or code, e.g. from a mid-stream error event), and its ``message``."""
-    said = f"{kind} {message}"
+    ``kind`` (its type or code, e.g. from a mid-stream error event), and what it said (``detail``,
+    by default the whole ``message``, which becomes the error's message)."""
+    detail = message if detail is None else detail
+    said = f"{kind} {detail}"
     # Anthropic's only resource under /v1/messages is the model: its 404 says "model: <name>".
-    no_such_model = _NO_SUCH_MODEL.search(said) or ("not_found" in kind and "model" in message.lower())
+    no_such_model = _NO_SUCH_MODEL.search(said) or ("not_found" in kind and "model" in detail.lower())
     if status in (401, 403) or (status is None and _AUTH.search(kind)):
         return UpstreamAuthError(message)
     if status == 429 or (status is None and _RATE.search(kind)):

@@ -160,6 +160,7 @@ class OpenAIProvider:
                 f"the model API answered HTTP {status}: {detail or response.reason_phrase}",
                 status=status,
                 kind=kind,
+                detail=detail,
                 retry_after=retry_after(response.headers),
             )
         raise UpstreamError(f"the model API answered JSON instead of an event stream: {detail}")
@@ -183,7 +184,8 @@ class OpenAIProvider:
 
     def _stream_error(self, data: str) -> UpstreamError:
         detail, kind = error_detail(data)
-        return classify(f"the model API reported an error mid-stream: {self._redact(detail)}", kind=kind)
+        detail = self._redact(detail)
+        return classify(f"the model API reported an error mid-stream: {detail}", kind=kind, detail=detail)
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "[redacted]") if self._api_key else text
