@@ -25,6 +25,7 @@ __all__ = ["ENDPOINT_PROVIDERS", "PROVIDER_NAMES", "ModelChoice", "create_provid
 # provider name -> module defining ``create(settings[, endpoint]) -> ModelProvider``
 _MODULES = {
     "anthropic": "agentstream.core.providers.anthropic",
+    "bedrock": "agentstream.core.providers.bedrock",
     "openai": "agentstream.core.providers.openai",
     "scripted": "agentstream.core.providers.scripted",
 }
