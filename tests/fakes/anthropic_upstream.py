@@ -53,11 +53,9 @@ class AnthropicReply(Reply):
         data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         return self.raw(f"event: {payload['type']}{self.newline}data: {data}{self.newline * 2}")
 
-    def start(self, *, input_tokens: int = 10, cache_read: int = 0) -> Self:
-        usage = {"input_tokens": input_tokens, "output_tokens": 1}
-        if cache_read:
-            usage["cache_read_input_tokens"] = cache_read
-        message = {
+    def start(self, *, input_tokens: int | None = 10, cache_read: int = 0) -> Self:
+        """``message_start``; ``input_tokens=None`` sends no usage (as some compatible servers do)."""
+        message: dict[str, Any] = {
             "id": "msg_fake",
             "type": "message",
             "role": "assistant",
@@ -65,8 +63,11 @@ class AnthropicReply(Reply):
             "model": self.model,
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": usage,
         }
+        if input_tokens is not None:
+            message["usage"] = {"input_tokens": input_tokens, "output_tokens": 1}
+            if cache_read:
+                message["usage"]["cache_read_input_tokens"] = cache_read
         return self.event({"type": "message_start", "message": message})
 
     def ping(self) -> Self:
@@ -115,10 +116,15 @@ class AnthropicReply(Reply):
             self.event({"type": "content_block_delta", "index": self.index, "delta": delta})
         return self.event({"type": "content_block_stop", "index": self.index})
 
-    def stop(self, reason: str = "end_turn", *, output_tokens: int = 5) -> Self:
+    def stop(self, reason: str = "end_turn", *, output_tokens: int | None = 5) -> Self:
         """``message_delta`` (stop reason, cumulative output tokens), then ``message_stop``."""
-        delta = {"stop_reason": reason, "stop_sequence": None}
-        self.event({"type": "message_delta", "delta": delta, "usage": {"output_tokens": output_tokens}})
+        delta: dict[str, Any] = {
+            "type": "message_delta",
+            "delta": {"stop_reason": reason, "stop_sequence": None},
+        }
+        if output_tokens is not None:
+            delta["usage"] = {"output_tokens": output_tokens}
+        self.event(delta)
         return self.event({"type": "message_stop"})
 
     def stream_error(self, type: str = "overloaded_error", message: str = "Overloaded") -> Self:

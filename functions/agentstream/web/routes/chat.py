@@ -20,8 +20,16 @@ from agentstream.web.sse import MEDIA_TYPE, EventStreamResponse
 
 router = APIRouter(tags=["chat"])
 
-# HTTP status of a JSON chat whose run ended with an error event, by the event's code
-_ERROR_STATUS = {"upstream_timeout": 504, "step_limit_exceeded": 502, "store_unavailable": 503}
+# HTTP status of a JSON chat whose run ended with an error event, by the event's code (other
+# ``upstream_*`` codes: 502; anything else: 500)
+_ERROR_STATUS = {
+    "upstream_timeout": 504,
+    "step_limit_exceeded": 502,
+    "store_unavailable": 503,
+    "rate_limited": 429,
+    "context_length_exceeded": 400,
+    "model_not_found": 502,
+}
 
 
 async def _start(
