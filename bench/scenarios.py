@@ -72,7 +72,7 @@ class Config:
             turn_tokens=200,
             ttfb_runs=1 if quick else 5,
             import_repeats=3 if quick else 7,
-            lambda_colds=2 if quick else 4,
+            lambda_colds=2 if quick else 9,
             lambda_warm=3 if quick else 5,
         )
 

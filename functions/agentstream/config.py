@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     admin_key_secret_id: str | None = Field(None, validation_alias="AGENTSTREAM_ADMIN_KEY_SECRET_ARN")
     invoke_mode: InvokeMode | None = Field(None, validation_alias="AGENTSTREAM_INVOKE_MODE")
     sam_local: bool = Field(False, validation_alias="AWS_SAM_LOCAL")
+    # set by Lambda (and by the runtime emulator in tests): this process serves Lambda invocations
+    lambda_runtime_api: str | None = Field(None, validation_alias="AWS_LAMBDA_RUNTIME_API")
 
     sse_chunk_size: int = Field(0, ge=0, le=100_000, validation_alias="SSE_CHUNK_SIZE")
     sse_ping_seconds: float = Field(15.0, gt=0, validation_alias="SSE_PING_SECONDS")

@@ -1,6 +1,8 @@
 """Keeps a run resumable and stoppable from anywhere: the run log writer and the cancel heartbeat.
 
-One background task per run does both, on one clock:
+One background task per run does both, on one clock. Its ticks fall on multiples of the period (of
+the monotonic clock), the same instants for every run in the process, so the store can send the
+writes and reads of many runs as one batched request (``store/_combine.py``).
 
 - Events are buffered (their JSON is made once, by the run) and written as one batch about every
   ``flush_seconds``, or sooner when ``max_batch_chars`` are waiting: one idempotent write per batch,
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -124,8 +127,8 @@ class RunRecorder:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         now = time.monotonic()
-        next_flush = now + self._flush_seconds
-        next_beat = now + self._heartbeat_seconds
+        next_flush = _aligned(now + self._flush_seconds / 2, self._flush_seconds)
+        next_beat = _aligned(now + self._heartbeat_seconds / 2, self._heartbeat_seconds)
         while not self._closing:
             wait = min(next_flush, next_beat) - time.monotonic()
             if wait > 0:
@@ -140,10 +143,10 @@ class RunRecorder:
             if now >= next_flush or self._chars >= self._max_batch_chars:
                 self._cut()
                 await self._write_pending()
-                next_flush = time.monotonic() + self._flush_seconds
+                next_flush = _aligned(time.monotonic(), self._flush_seconds)
             if not self._cancel_seen and now >= next_beat:
                 await self._heartbeat()
-                next_beat = time.monotonic() + self._heartbeat_seconds
+                next_beat = _aligned(time.monotonic(), self._heartbeat_seconds)
 
     async def close(self, done: Done | None) -> None:
         """Write what is left and the run's final status (``cancelled`` when it never finished)."""
@@ -181,3 +184,8 @@ class RunRecorder:
         self._closing = True
         if self._task is not None:
             self._task.cancel()
+
+
+def _aligned(now: float, period: float) -> float:
+    """The first multiple of ``period`` after ``now``: every run of the process ticks together."""
+    return (math.floor(now / period) + 1) * period

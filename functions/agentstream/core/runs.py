@@ -170,15 +170,25 @@ class RunHandle:
         budget = _AFTER_DONE_SECONDS
         if self._finish_by is not None:
             budget = max(0.0, min(budget, self._finish_by - time.monotonic()))
+
+        async def after_done() -> None:
+            if self._after_done is not None and self.done is not None:
+                try:
+                    await self._after_done(self.done)
+                except Exception:
+                    logger.exception("run %s: the work after done failed", self.run_id)
+
+        async def close_log() -> None:
+            if self._recorder is not None:
+                try:
+                    await self._recorder.close(self.done)
+                except Exception:
+                    logger.exception("run %s: the run log could not be closed", self.run_id)
+
         try:
             async with asyncio.timeout(budget):
-                if self._after_done is not None and self.done is not None:
-                    try:
-                        await self._after_done(self.done)
-                    except Exception:
-                        logger.exception("run %s: the work after done failed", self.run_id)
-                if self._recorder is not None:
-                    await self._recorder.close(self.done)
+                # side by side: a slow history write must not keep the run's final status unwritten
+                await asyncio.gather(after_done(), close_log())
         except TimeoutError:
             logger.warning("run %s: book-keeping after done ran out of time (%.1f s)", self.run_id, budget)
 

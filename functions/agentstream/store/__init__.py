@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agentstream.store._table import Table, create_table
 from agentstream.store.agents import AgentRepository
@@ -35,6 +35,62 @@ class Store:
         self.keys = KeyRepository(table)
         self.runs = RunRepository(table, ttl_days=run_ttl_days)
 
-    def connect(self) -> None:
-        """Create the DynamoDB client now (start-up) rather than on the first request."""
-        self._table.client  # noqa: B018
+    def connect(self, *, dry_run_calls: bool = True, open_connection: bool = False) -> None:
+        """Create the DynamoDB client now (start-up) rather than on the first request.
+
+        With ``dry_run_calls`` every operation a chat makes is also run once against a stubbed
+        answer (no network, no cost): botocore builds its serializers, endpoint rules, signer and
+        parsers on an operation's first call, which would otherwise land on the first request.
+        ``open_connection`` (Lambda's init) also reads an absent item on as many connections as a
+        request uses at once (half a read unit each), so their TLS handshakes are done before it.
+        """
+        client = self._table.client
+        if dry_run_calls:
+            _dry_run(client, self._table.name)
+        if open_connection:
+            from concurrent.futures import ThreadPoolExecutor
+
+            def read(_: int) -> object:
+                return client.get_item(TableName=self._table.name, Key=_WARM_UP_KEY)
+
+            with ThreadPoolExecutor(_PARALLEL_CALLS) as pool:
+                list(pool.map(read, range(_PARALLEL_CALLS)))
+
+
+_WARM_UP_KEY = {"pk": {"S": "warm-up"}, "sk": {"S": "warm-up"}}
+# The most store calls a chat request makes at once (history, memories, run record).
+_PARALLEL_CALLS = 3
+
+
+class _EmptyBody:
+    def stream(self) -> list[bytes]:
+        return [b"{}"]
+
+
+def _dry_run(client: DynamoDBClient, table: str) -> None:
+    from botocore.awsrequest import AWSResponse, HTTPHeaders
+
+    def answer(**kwargs: object) -> AWSResponse:
+        return AWSResponse("https://dynamodb.invalid/", 200, HTTPHeaders(), _EmptyBody())
+
+    k = _WARM_UP_KEY
+    names = {"#s": "status"}
+    hook: Any = answer  # a before-send handler that returns a response short-circuits the request
+    client.meta.events.register_first("before-send.dynamodb", hook, unique_id="agentstream-dry-run")
+    try:
+        client.get_item(TableName=table, Key=k, ConsistentRead=True)
+        client.query(
+            TableName=table, KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": k["pk"]}
+        )
+        client.put_item(TableName=table, Item=k, ConditionExpression="attribute_not_exists(pk)")
+        client.update_item(
+            TableName=table,
+            Key=k,
+            UpdateExpression="SET #s = :s",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues={":s": {"S": "x"}},
+        )
+        client.batch_write_item(RequestItems={table: [{"PutRequest": {"Item": k}}]})
+        client.batch_get_item(RequestItems={table: {"Keys": [k]}})
+    finally:
+        client.meta.events.unregister("before-send.dynamodb", unique_id="agentstream-dry-run")

@@ -181,6 +181,20 @@ class Table:
     async def put_items(self, items: list[dict[str, Any]]) -> None:
         await self._batch_write([{"PutRequest": {"Item": i}} for i in items])
 
+    async def get_batch(self, keys: list[dict[str, Any]], projection: str) -> list[dict[str, Any]]:
+        """The items of up to 100 keys (eventually consistent), retrying unprocessed keys with backoff."""
+        found: list[dict[str, Any]] = []
+        pending = keys
+        for attempt in range(8):
+            request = {self.name: {"Keys": pending, "ProjectionExpression": projection}}
+            response = await self.call(lambda c, r=request: c.batch_get_item(RequestItems=r))  # type: ignore[misc]
+            found += response.get("Responses", {}).get(self.name, [])
+            pending = list(response.get("UnprocessedKeys", {}).get(self.name, {}).get("Keys", []))
+            if not pending:
+                return found
+            await asyncio.sleep(0.05 * 2**attempt)
+        raise StoreUnavailable("the data store kept refusing reads (throttled)")
+
     async def _batch_write(self, requests: list[Any]) -> None:
         """Write in batches of 25, retrying with backoff what DynamoDB left unprocessed (throttling)."""
         for start in range(0, len(requests), 25):

@@ -2,30 +2,40 @@
 
 - run:    pk ``T#{tenant}#R#{run_id}``, sk ``RUN`` (status, agent, session, times, ``deadline_at``,
           usage, metrics, ``last_seq`` and ``log_complete`` once it ended, ``cancel_requested``)
-- events: same pk, sk ``EV#{first_seq:010d}#{part:03d}``: one batch of events as one JSON string
-  (``[[seq, event], ...]``), split over several items only when it would not fit in one (400 KB).
+- events: same pk, sk ``EV#{first_seq:010d}#{part:03d}``: one batch of events, the JSON text
+  ``[[seq, event], ...]`` compressed with zlib in ``z`` (binary; streamed text compresses 3-5x, and
+  write units are counted per KB), split over several items only past 350 KB.
 
-A batch is written once, conditionally (``attribute_not_exists``): a retried write that had in fact
-landed changes nothing. One batch is one PutItem (a rare multi-part batch, one transaction), so a
-reader sees a batch whole or not at all, and the recorder writes batches strictly in order: the
-stored log is always a gap-free prefix of the run. Readers ask only for batches after the last one
-they read (a key condition on the sort key). Every item carries ``expires_at`` (TTL).
+A batch's key is its first event's id and its content never changes, so writing it again (a retry of
+a write that had in fact landed) stores the same item: never a doubled event. One batch is one item
+(a rare multi-part batch, one transaction), so a reader sees a batch whole or not at all, and the
+recorder writes batches strictly in order: the stored log is always a gap-free prefix of the run.
+Readers ask only for batches after the last one they read (a key condition on the sort key).
+
+Batch writes and cancel checks of all the runs in a process that come at the same moment go out
+together (``_combine.py``): one BatchWriteItem per 25 runs, one BatchGetItem per 100.
+Every item carries ``expires_at`` (TTL).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import zlib
 from typing import Any
 
 from agentstream.core.ports import RunRecord
 from agentstream.errors import Conflict, NotFound
-from agentstream.store._table import ConditionFailed, Table, epoch_seconds, key, now_iso, split_text
+from agentstream.store._combine import Combiner
+from agentstream.store._table import ConditionFailed, Table, epoch_seconds, key, now_iso
 from agentstream.store.schema import SORT_KEY, TTL_ATTRIBUTE
 
 __all__ = ["RunRecord", "RunRepository"]
 
 # Sort keys of event batches: EV#0000000000#000 ... EV#9999999999#999; "~" sorts after every digit.
 _EV_END = "EV#~"
+# Compressed bytes per item (DynamoDB items hold 400 KB with their keys and attributes).
+_MAX_PART_BYTES = 350_000
 
 
 def _pk(tenant: str, run_id: str) -> str:
@@ -40,6 +50,8 @@ class RunRepository:
     def __init__(self, table: Table, *, ttl_days: float = 30) -> None:
         self._table = table
         self._ttl_days = ttl_days
+        self._writes: Combiner[dict[str, Any], None] = Combiner(self._write_batches, max_batch=25)
+        self._reads: Combiner[str, bool] = Combiner(self._read_cancel_flags, max_batch=100)
 
     def _expiry(self) -> dict[str, Any]:
         return {TTL_ATTRIBUTE: {"N": str(epoch_seconds(self._ttl_days))}}
@@ -67,44 +79,40 @@ class RunRepository:
     async def append(self, tenant: str, run_id: str, first_seq: int, data: str) -> None:
         """Store one batch of events (a JSON array starting at ``first_seq``), once."""
         pk = _pk(tenant, run_id)
-        parts = split_text(data)
+        packed = zlib.compress(data.encode(), 6)
+        parts = [packed[i : i + _MAX_PART_BYTES] for i in range(0, len(packed), _MAX_PART_BYTES)]
         expiry = self._expiry()
         items = [
-            {
-                **key(pk, _batch_sk(first_seq, i)),
-                "data": {"S": part},
-                "parts": {"N": str(len(parts))},
-                **expiry,
-            }
+            {**key(pk, _batch_sk(first_seq, i)), "z": {"B": part}, "parts": {"N": str(len(parts))}, **expiry}
             for i, part in enumerate(parts)
         ]
+        if len(items) == 1:
+            await self._writes.submit(items[0])
+            return
         condition = "attribute_not_exists(pk)"
-        try:
-            if len(items) == 1:
-                await self._table.call(
-                    lambda c: c.put_item(
-                        TableName=self._table.name, Item=items[0], ConditionExpression=condition
-                    )
-                )
-            else:
-                puts: list[Any] = [
-                    {"Put": {"TableName": self._table.name, "Item": i, "ConditionExpression": condition}}
-                    for i in items
-                ]
-                await self._table.call(lambda c: c.transact_write_items(TransactItems=puts))
-        except ConditionFailed:
-            pass  # an earlier attempt of this very batch was stored
+        puts: list[Any] = [
+            {"Put": {"TableName": self._table.name, "Item": i, "ConditionExpression": condition}}
+            for i in items
+        ]
+        with contextlib.suppress(ConditionFailed):  # an earlier attempt of this very batch was stored
+            await self._table.call(lambda c: c.transact_write_items(TransactItems=puts))
+
+    async def _write_batches(self, items: list[dict[str, Any]]) -> list[None]:
+        # one request may not name a key twice (a retry can meet the attempt it repeats): same content
+        unique = {(i["pk"]["S"], i["sk"]["S"]): i for i in items}
+        await self._table.put_items(list(unique.values()))
+        return [None] * len(items)
 
     async def cancel_requested(self, tenant: str, run_id: str) -> bool:
-        """One eventually consistent read of the cancel flag (half a read unit)."""
-        response = await self._table.call(
-            lambda c: c.get_item(
-                TableName=self._table.name,
-                Key=key(_pk(tenant, run_id), "RUN"),
-                ProjectionExpression="cancel_requested",
-            )
-        )
-        return bool(response.get("Item", {}).get("cancel_requested", {}).get("BOOL", False))
+        """Whether a cancel was asked for: one eventually consistent read of one attribute, batched
+        with the other runs' checks of the same moment."""
+        return await self._reads.submit(_pk(tenant, run_id))
+
+    async def _read_cancel_flags(self, pks: list[str]) -> list[bool]:
+        unique = list(dict.fromkeys(pks))
+        items = await self._table.get_batch([key(pk, "RUN") for pk in unique], "pk, cancel_requested")
+        flags = {i["pk"]["S"]: bool(i.get("cancel_requested", {}).get("BOOL", False)) for i in items}
+        return [flags.get(pk, False) for pk in pks]
 
     async def finish(
         self,
@@ -171,17 +179,21 @@ class RunRepository:
         items = await self._table.query_all(
             _pk(tenant, run_id), "", between=(_batch_sk(after_first + 1), _EV_END), ConsistentRead=True
         )
-        parts: dict[int, list[str]] = {}
+        parts: dict[int, list[bytes]] = {}
         expected: dict[int, int] = {}
         for item in items:
             first = int(item[SORT_KEY]["S"].split("#")[1])
-            parts.setdefault(first, []).append(item["data"]["S"])
+            # "data": a batch stored as plain text by an earlier version
+            part = item["z"]["B"] if "z" in item else item["data"]["S"].encode()
+            parts.setdefault(first, []).append(part)
             expected[first] = int(item.get("parts", {}).get("N", "1"))
         out: list[tuple[int, list[tuple[int, dict[str, Any]]]]] = []
         for first in sorted(parts):
             if len(parts[first]) != expected[first]:
                 break  # cannot happen with whole-batch writes; never hand out half a batch
-            out.append((first, [(int(seq), event) for seq, event in json.loads("".join(parts[first]))]))
+            raw = b"".join(parts[first])
+            text = zlib.decompress(raw) if raw[:1] != b"[" else raw
+            out.append((first, [(int(seq), event) for seq, event in json.loads(text)]))
         return out
 
     async def request_cancel(self, tenant: str, run_id: str) -> None:

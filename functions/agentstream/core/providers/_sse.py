@@ -49,14 +49,21 @@ class SSEDecoder:
             text = text.removeprefix("\n")
         if not text:
             return []
-        if _LINE_END.search(text) is None:
+        if "\r" not in text:  # nearly every server: "\n" only, no regex needed
+            if "\n" not in text:
+                self._pending.append(text)
+                return []
+            if self._pending:
+                self._pending.append(text)
+                text = "".join(self._pending)
+            *lines, rest = text.split("\n")
+            self._pending = [rest] if rest else []
+        else:
             self._pending.append(text)
-            return []
-        self._pending.append(text)
-        buffered = "".join(self._pending)
-        *lines, rest = _LINE_END.split(buffered)
-        self._pending = [rest] if rest else []
-        self._skip_lf = buffered.endswith("\r")
+            buffered = "".join(self._pending)
+            *lines, rest = _LINE_END.split(buffered)
+            self._pending = [rest] if rest else []
+            self._skip_lf = buffered.endswith("\r")
         events: list[ServerSentEvent] = []
         for line in lines:
             event = self._line(line)
