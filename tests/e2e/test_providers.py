@@ -302,7 +302,7 @@ def test_text_streams_as_it_is_produced_with_the_same_events_and_usage(stack: St
     sent_at = upstream.requests[0].sent_at
     for event, token in zip(contents, (b"one ", b"two ", b"three"), strict=True):
         written = sent_at[next(i for i, w in enumerate(writes) if token in w)]
-        assert event.at - written < 0.15, token
+        assert event.at - written < 0.3, token  # (a reply held to its end: 0.5 s for the first)
     assert contents[-1].at - contents[0].at > 0.4
     assert _seen(stream) == [
         {"chunk_type": "start"},

@@ -97,16 +97,16 @@ async def test_a_base_url_with_v1_works_too(fake_openai: FakeOpenAI) -> None:
 
 
 async def test_text_is_yielded_as_it_arrives_not_at_the_end(fake_openai: FakeOpenAI) -> None:
-    fake_openai.enqueue(AnthropicReply.message("one ", "two ", "three", pause=0.3))
-    start = time.monotonic()
-    arrivals = [
-        time.monotonic() - start
-        async for e in provider(fake_openai).stream(ask())
-        if isinstance(e, TextChunk)
-    ]
-    assert len(arrivals) == 3
-    assert arrivals[0] < 0.25, "the first delta waited for later ones"
-    assert arrivals[-1] - arrivals[0] > 0.45, "deltas were buffered and released together"
+    reply = AnthropicReply.message("one ", "two ", "three", pause=0.3)
+    fake_openai.enqueue(reply)
+    p = provider(fake_openai)
+    arrivals = [(e.text, time.monotonic()) async for e in p.stream(ask()) if isinstance(e, TextChunk)]
+    writes = [w for w in reply.writes if isinstance(w, bytes) and w]
+    sent_at = fake_openai.requests[0].sent_at
+    for text, arrived in arrivals:
+        written = sent_at[next(i for i, w in enumerate(writes) if text.encode() in w)]
+        assert arrived - written < 0.25, f"{text!r} waited for later writes"
+    assert arrivals[-1][1] - arrivals[0][1] > 0.45, "deltas were buffered and released together"
 
 
 @pytest.mark.parametrize("newline", ["\n", "\r\n"])
@@ -368,3 +368,20 @@ async def test_cancelling_the_consumer_closes_the_upstream_request_within_a_seco
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await fake_openai.wait_client_closed(0, within=1.0) - cancelling < 1.0
+
+
+async def test_a_retried_failure_is_logged_without_the_key(
+    fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    from agentstream.core.providers._retry import RetryPolicy, Retrying
+
+    fake_openai.enqueue(
+        AnthropicReply.api_error(500, "api_error", f"upstream broke near {KEY}"), AnthropicReply.message("ok")
+    )
+    retrying = Retrying(provider(fake_openai), RetryPolicy(attempts=2, base_delay=0.01))
+    with caplog.at_level("WARNING"):
+        events = [event async for event in retrying.stream(ask())]
+    assert text_of(events) == "ok"
+    assert "attempt 2 of 2" in caplog.text
+    assert "[redacted]" in caplog.text
+    assert KEY not in caplog.text
