@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from agentstream.core.events import Usage
+from agentstream.core.providers._retry import Retrying, RetryPolicy
 from agentstream.core.providers.anthropic import AnthropicProvider
 from agentstream.core.providers.base import (
     Message,
@@ -373,8 +374,6 @@ async def test_cancelling_the_consumer_closes_the_upstream_request_within_a_seco
 async def test_a_retried_failure_is_logged_without_the_key(
     fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from agentstream.core.providers._retry import RetryPolicy, Retrying
-
     fake_openai.enqueue(
         AnthropicReply.api_error(500, "api_error", f"upstream broke near {KEY}"), AnthropicReply.message("ok")
     )
