@@ -57,17 +57,16 @@ class ModelConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _endpoint_speaks_the_provider(self) -> Self:
-        """An endpoint sets the provider when the agent gives none, and must speak the one it gives."""
-        if self.endpoint is None:
-            return self
-        if self.provider not in ENDPOINT_PROVIDERS:
+    def _provider_takes_endpoints(self) -> Self:
+        """Only providers that speak HTTP to a base URL have named endpoints (not bedrock, scripted)."""
+        if self.endpoint is not None and self.provider not in ENDPOINT_PROVIDERS:
             raise ValueError(f"provider {self.provider!r} has no named endpoints")
         return self
 
 
 def _check_endpoint(model: ModelConfig | None) -> ModelConfig | None:
-    """A new or changed agent may only name an endpoint that is configured now, speaking its provider.
+    """A new or changed agent may only name an endpoint that is configured now and speaks its provider;
+    an agent that names no provider gets the endpoint's.
 
     (Stored agents are not checked again: one whose endpoint the operator removed still reads; its
     runs fail with a clear error.)
