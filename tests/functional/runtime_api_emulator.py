@@ -6,7 +6,8 @@ sizes itself), the trailers, the error documents. Every deviation is recorded in
 answered with a 400); tests call ``assert_clean()``. Each body chunk is stamped with ``time.monotonic()``
 when it arrives, so tests can prove that nothing was buffered on the way. ``polled`` is set when the
 runtime first asks for an invocation (its init is over), and ``handed_out`` stamps when each event went
-out, so tests can time an invocation from the runtime's side.
+out, so tests can time an invocation from the runtime's side. ``invoke(on_stream=)`` hands over a streamed
+answer as it arrives (the prelude, then each body chunk, then None), for a front that serves it on.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +96,7 @@ class RuntimeApiEmulator:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._drop_after_chunks: dict[str, int] = {}
+        self._listeners: dict[str, Callable[[dict[str, Any] | bytes | None], None]] = {}
 
     async def __aenter__(self) -> RuntimeApiEmulator:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -121,6 +124,7 @@ class RuntimeApiEmulator:
         client_context: dict[str, Any] | None = None,
         cognito_identity: dict[str, Any] | None = None,
         drop_after_chunks: int | None = None,
+        on_stream: Callable[[dict[str, Any] | bytes | None], None] | None = None,
     ) -> asyncio.Future[Result]:
         """Queue an event; the future resolves with the runtime's answer.
 
@@ -142,6 +146,8 @@ class RuntimeApiEmulator:
             headers["Lambda-Runtime-Cognito-Identity"] = json.dumps(cognito_identity)
         if drop_after_chunks is not None:
             self._drop_after_chunks[request_id] = drop_after_chunks
+        if on_stream is not None:
+            self._listeners[request_id] = on_stream
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._results[request_id] = future
         self._queue.put_nowait(_Queued(request_id, json.dumps(event).encode(), headers))
@@ -258,6 +264,21 @@ class RuntimeApiEmulator:
         _expect_headers(headers, STREAM_HEADERS, what=path)
         result = Result(request_id, "streamed", headers, connection=number)
         drop_after = self._drop_after_chunks.get(request_id)
+        listener = self._listeners.pop(request_id, lambda part: None)
+        try:
+            return await self._read_chunks(result, reader, path, drop_after, listener)
+        finally:
+            listener(None)
+
+    async def _read_chunks(
+        self,
+        result: Result,
+        reader: asyncio.StreamReader,
+        path: str,
+        drop_after: int | None,
+        listener: Callable[[dict[str, Any] | bytes | None], None],
+    ) -> Result | None:
+        request_id = result.request_id
         while True:
             size_line = await reader.readuntil(b"\r\n")
             if not re.fullmatch(rb"[0-9a-f]+\r\n", size_line):
@@ -272,8 +293,10 @@ class RuntimeApiEmulator:
             if result.prelude is None:
                 result.prelude = _check_prelude(data, path)
                 result.prelude_at = arrived
+                listener(result.prelude)
                 continue
             result.chunks.append(Chunk(data, arrived))
+            listener(data)
             if drop_after is not None and len(result.chunks) >= drop_after:
                 self._results[request_id].set_result(result)
                 return None

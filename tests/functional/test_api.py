@@ -269,3 +269,12 @@ async def test_json_chat_maps_a_looping_model_to_502(client: httpx.AsyncClient, 
     r = await client.post(f"/api/v1/agents/{agent['id']}/chat", json={"message": "loop"})
     assert (r.status_code, r.json()["error"]["code"]) == (502, "step_limit_exceeded")
     assert r.json()["data"]["total_steps"] == 8
+
+
+@pytest.mark.anyio
+async def test_the_openapi_document_answers(client: httpx.AsyncClient) -> None:
+    r = await client.get("/openapi.json")
+    assert r.status_code == 200, r.text
+    assert "text/event-stream; charset=utf-8" in str(
+        r.json()["paths"]["/api/v1/agents/{agent_id}/chat/stream"]
+    )

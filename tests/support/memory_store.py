@@ -150,8 +150,20 @@ class MemoryRuns:
 
 
 @dataclass
+class MemoryActiveRuns:
+    pointers: dict[tuple[str, str, str], str] = field(default_factory=dict)
+
+    async def put(self, tenant: str, agent_id: str, session_id: str, run_id: str, *, until_ms: int) -> None:
+        self.pointers[(tenant, agent_id, session_id)] = run_id
+
+    async def get(self, tenant: str, agent_id: str, session_id: str) -> str | None:
+        return self.pointers.get((tenant, agent_id, session_id))
+
+
+@dataclass
 class MemoryStore:
     agents: MemoryAgents = field(default_factory=MemoryAgents)
     conversations: MemoryConversations = field(default_factory=MemoryConversations)
     memories: MemoryMemories = field(default_factory=MemoryMemories)
     runs: MemoryRuns = field(default_factory=MemoryRuns)
+    active_runs: MemoryActiveRuns = field(default_factory=MemoryActiveRuns)

@@ -5,6 +5,11 @@ as they happen, and always exactly one ``Done`` last: after an ``Error`` when th
 status ``timeout`` when the deadline passed and ``cancelled`` when ``turn.control.stop()`` was called.
 Only closing the generator (task cancellation) ends it without ``Done``: then nobody is there to read it.
 
+Client tools (``Turn.client_tools``) are offered to the model beside the agent's own tools, but the
+caller runs them: when the model calls one, the step's own tools run as usual, a ``ToolCall`` is
+emitted for each client call, and the run ends (``completed``) with those calls in
+``Done.pending_tool_calls``; the caller answers them with ``tool`` messages in its next turn.
+
 The model stream is read directly in the caller's task, inside ``turn.control.guard()``: the deadline
 and a stop request interrupt the read at once (closing the upstream request), at no cost per item.
 Tools run inside the same guard, and so does the wait for a slow reader (``control.catch_up()``):
@@ -40,6 +45,7 @@ from agentstream.core.providers.base import (
     ModelRequest,
     TextChunk,
     ToolCallRequest,
+    ToolSpec,
     UsageReport,
 )
 from agentstream.core.tools import BUILTIN_TOOLS, Tool, ToolFailed
@@ -58,8 +64,11 @@ class Turn:
     agent: Agent
     session_id: str
     user_id: str
-    message: str
+    # None: the history already ends with the turn's input (the results of client tools)
+    message: str | None
     history: Sequence[Message] = ()
+    # tools the caller runs itself (see the module's docstring)
+    client_tools: Sequence[ToolSpec] = ()
     # time.monotonic() when the request arrived: TTFT and duration are measured from here
     started: float = field(default_factory=time.monotonic)
     # the run's deadline and stop switch: stop() ends it at once with ``Done`` status ``cancelled``
@@ -90,12 +99,13 @@ async def run_agent(
     agent = turn.agent
     yield Start(run_id=turn.run_id, agent_id=agent.id, session_id=turn.session_id)
     state = _State()
-    messages: list[Message] = [
-        Message("system", agent.instructions),
-        *turn.history,
-        Message("user", turn.message),
-    ]
+    messages: list[Message] = [Message("system", agent.instructions), *turn.history]
+    if turn.message is not None:
+        messages.append(Message("user", turn.message))
     agent_tools = {name: tools[name] for name in agent.tools if name in tools}
+    offered = (*(t.spec for t in agent_tools.values()), *turn.client_tools)
+    client_names = {t.name for t in turn.client_tools}
+    pending: list[ToolCall] = []
     status: DoneStatus = "completed"
     control = turn.control
     try:
@@ -112,7 +122,7 @@ async def run_agent(
             request = ModelRequest(
                 model=agent.model.name,
                 messages=tuple(messages),
-                tools=tuple(t.spec for t in agent_tools.values()),
+                tools=offered,
                 temperature=agent.model.temperature,
                 max_tokens=agent.model.max_tokens,
                 extra=agent.model.options,
@@ -152,11 +162,17 @@ async def run_agent(
             messages.append(Message("assistant", "".join(step_text), tool_calls=tuple(calls)))
             for call in calls:
                 control.check()
-                yield ToolCall(call.id, call.name, dict(call.arguments))
+                tool_call = ToolCall(call.id, call.name, dict(call.arguments))
+                yield tool_call
+                if call.name in client_names and call.name not in agent_tools:
+                    pending.append(tool_call)
+                    continue
                 async with control.guard():
                     result = await _run_tool(call, agent_tools)
                 yield result
                 messages.append(Message("tool", result.content, tool_call_id=call.id, name=call.name))
+            if pending:
+                break  # the caller runs its tools and continues the conversation
     except DeadlineReached:
         status = "timeout"
     except Interrupted:
@@ -174,6 +190,7 @@ async def run_agent(
         total_steps=state.steps,
         usage=state.usage,
         metrics=_metrics(turn, state),
+        pending_tool_calls=tuple(pending) if status == "completed" else (),
     )
 
 

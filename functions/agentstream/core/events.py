@@ -91,6 +91,9 @@ class Done:
     memories_count: int = 0
     usage: Usage = field(default_factory=Usage)
     metrics: dict[str, int | float | None] = field(default_factory=dict)
+    # calls of the caller's own tools (``Turn.client_tools``) the model asked for: the run ended to let
+    # the caller run them and send their results in its next turn
+    pending_tool_calls: tuple[ToolCall, ...] = ()
 
 
 Event = Start | TextDelta | ToolCall | ToolResult | Metadata | Error | Done
@@ -113,12 +116,7 @@ def event_to_dict(event: Event) -> dict[str, Any]:
                 "session_id": event.session_id,
             }
         case ToolCall():
-            return {
-                "chunk_type": "tool_call",
-                "tool_call_id": event.id,
-                "tool_name": event.name,
-                "arguments": event.arguments,
-            }
+            return {"chunk_type": "tool_call", **_tool_call(event)}
         case ToolResult():
             return {
                 "chunk_type": "tool_result",
@@ -132,7 +130,7 @@ def event_to_dict(event: Event) -> dict[str, Any]:
         case Error():
             return {"chunk_type": "error", "content": event.message, "code": event.code}
         case Done():
-            return {
+            done: dict[str, Any] = {
                 "chunk_type": "done",
                 "status": event.status,
                 "final_response": event.final_response,
@@ -142,7 +140,18 @@ def event_to_dict(event: Event) -> dict[str, Any]:
                 "usage": event.usage.to_dict(),
                 "metrics": event.metrics,
             }
+            if event.pending_tool_calls:
+                done["pending_tool_calls"] = [_tool_call(c) for c in event.pending_tool_calls]
+            return done
     raise TypeError(f"not an event: {event!r}")
+
+
+def _tool_call(event: ToolCall) -> dict[str, Any]:
+    return {
+        "tool_call_id": event.id,
+        "tool_name": event.name,
+        "arguments": event.arguments,
+    }
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode

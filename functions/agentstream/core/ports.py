@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from agentstream.core.agents import Agent
 
 __all__ = [
+    "ActiveRunStore",
     "AgentReader",
     "ChatStore",
     "HistoryMessage",
@@ -187,6 +188,18 @@ class RunStore(RunLog, Protocol):
     async def request_cancel(self, tenant: str, run_id: str) -> None: ...
 
 
+class ActiveRunStore(Protocol):
+    """Which run a session is running now, for readers who know the session but not the run."""
+
+    async def put(self, tenant: str, agent_id: str, session_id: str, run_id: str, *, until_ms: int) -> None:
+        """The session's run is now ``run_id`` (kept at least until ``until_ms``, epoch milliseconds)."""
+        ...
+
+    async def get(self, tenant: str, agent_id: str, session_id: str) -> str | None:
+        """The session's latest run (it may have ended since: its record says), or None."""
+        ...
+
+
 class ChatStore(Protocol):
     """Everything a chat run reads and writes."""
 
@@ -201,3 +214,6 @@ class ChatStore(Protocol):
 
     @property
     def runs(self) -> RunStore: ...
+
+    @property
+    def active_runs(self) -> ActiveRunStore: ...

@@ -15,7 +15,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agentstream.core.agent import Turn, run_agent
@@ -25,7 +25,7 @@ from agentstream.core.ids import new_id
 from agentstream.core.memory import relevant
 from agentstream.core.ports import MemoryItem, RunRecord
 from agentstream.core.providers import create_provider
-from agentstream.core.providers.base import Message
+from agentstream.core.providers.base import Message, ToolSpec
 from agentstream.core.recorder import RunRecorder
 from agentstream.core.runs import RunHandle
 from agentstream.core.tools import BUILTIN_TOOLS, Tool, remember_tool
@@ -51,11 +51,32 @@ _LAST_WRITES_SECONDS = 0.25
 class ChatInput:
     """One user message to an agent (the HTTP layer validates and builds it)."""
 
-    message: str
+    # None: the turn's input is the tool results that end ``history``
+    message: str | None
     user_id: str = "anonymous"
     session_id: str | None = None
     # max characters per content event (None: the configured default, 0: each model delta as it came)
     chunk_size: int | None = None
+    # the conversation before ``message``, as the caller keeps it. None: the session's stored history.
+    # With a history of its own the turn is stored in the session only when ``session_id`` is given.
+    history: Sequence[Message] | None = None
+    # tools the caller runs itself (``Done.pending_tool_calls``); their names differ from the agent's
+    client_tools: Sequence[ToolSpec] = ()
+    # record the run as its session's running run, so that a reader can find it (resume by session)
+    resumable: bool = False
+
+    @property
+    def keeps_turn(self) -> bool:
+        """Whether the turn belongs in the session's stored history."""
+        return self.history is None or self.session_id is not None
+
+    @property
+    def user_text(self) -> str:
+        """The user's words of this turn (of the last user message when the input is tool results)."""
+        if self.message is not None:
+            return self.message
+        last = next((m for m in reversed(self.history or ()) if m.role == "user"), None)
+        return "" if last is None else last.content
 
 
 def _system_prompt(agent: Agent, memories: list[MemoryItem]) -> str:
@@ -92,8 +113,7 @@ class ChatService:
         """
         settings = self.settings
         started = time.monotonic() if started is None else started
-        if len(request.message) > settings.max_message_chars:
-            raise BadRequest(f"message longer than {settings.max_message_chars} characters")
+        _check_input(request, settings.max_message_chars)
         end = started + settings.max_run_seconds
         if invocation_deadline is not None:
             end = min(end, invocation_deadline)
@@ -101,6 +121,8 @@ class ChatService:
         control = RunControl(end - settings.deadline_margin_ms / 1000)
 
         agent = await self.store.agents.get(tenant, agent_id)
+        if clash := sorted({t.name for t in request.client_tools} & set(agent.tools)):
+            raise BadRequest(f"tool name(s) {', '.join(clash)} are taken by the agent's own tools")
         session_id = request.session_id or "default"
         user_id = request.user_id
         run_id = new_id("run")
@@ -111,11 +133,14 @@ class ChatService:
             self.store.conversations.recent(
                 tenant, agent.id, user_id, session_id, limit=agent.memory.history_messages
             )
-            if agent.memory.enabled
+            if agent.memory.enabled and request.history is None
             else _nothing(),
             self.store.memories.list(tenant, agent.id, user_id) if remembers else _nothing(),
             self._providers(agent.model.provider, settings),
             self.store.runs.create(tenant, record),
+            self.store.active_runs.put(tenant, agent.id, session_id, run_id, until_ms=_epoch_ms(end))
+            if request.resumable
+            else _nothing(),
             return_exceptions=True,
         )
         failure = next((r for r in results if isinstance(r, BaseException)), None)
@@ -136,36 +161,45 @@ class ChatService:
             return f"remembered: {item.content}"
 
         tools: dict[str, Tool] = {**BUILTIN_TOOLS, "remember": remember_tool(save)}
+        history = [Message(m.role, m.content) for m in stored] if request.history is None else request.history
         turn = Turn(
             run_id=run_id,
             agent=agent.model_copy(
-                update={"instructions": _system_prompt(agent, relevant(memories, request.message))}
+                update={"instructions": _system_prompt(agent, relevant(memories, request.user_text))}
             ),
             session_id=session_id,
             user_id=user_id,
             message=request.message,
-            history=[Message(m.role, m.content) for m in stored],
+            history=history,
+            client_tools=request.client_tools,
             started=started,
             control=control,
         )
 
+        def keeps_turn(done: Done) -> bool:
+            return (
+                done.status == "completed"
+                and not done.pending_tool_calls  # the answer goes on in the caller's next turn
+                and agent.memory.enabled
+                and request.keeps_turn
+            )
+
         def finalize(done: Done) -> Done:
-            keeps_turn = done.status == "completed" and agent.memory.enabled
             return dataclasses.replace(
                 done,
-                memories_updated=keeps_turn or bool(remembered),
+                memories_updated=keeps_turn(done) or bool(remembered),
                 memories_count=len(memories) + len(remembered),
             )
 
         async def keep_turn(done: Done) -> None:
-            if done.status == "completed" and agent.memory.enabled:
+            if keeps_turn(done):
                 await self.store.conversations.append_turn(
                     tenant,
                     agent.id,
                     user_id,
                     session_id,
                     run_id=run_id,
-                    user_text=request.message,
+                    user_text=request.user_text,
                     assistant_text=done.final_response,
                 )
 
@@ -210,6 +244,17 @@ class ChatService:
         handle = self.active.get(run_id)
         if handle is not None:
             handle.stop()
+
+
+def _check_input(request: ChatInput, max_chars: int) -> None:
+    if request.message is None and not (request.history and request.history[-1].role == "tool"):
+        raise BadRequest("a turn needs a user message, or tool results at the end of its history")
+    for text in (request.message or "", *(m.content for m in request.history or ())):
+        if len(text) > max_chars:
+            raise BadRequest(f"message longer than {max_chars} characters")
+    names = [t.name for t in request.client_tools]
+    if len(set(names)) != len(names):
+        raise BadRequest("tool names must not repeat")
 
 
 def _epoch_ms(monotonic: float) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from agentstream.store._table import Table, create_table
+from agentstream.store.active_runs import ActiveRunRepository
 from agentstream.store.agents import AgentRepository
 from agentstream.store.conversations import ConversationRepository
 from agentstream.store.keys import KeyRepository
@@ -34,6 +35,7 @@ class Store:
         self.memories = MemoryRepository(table)
         self.keys = KeyRepository(table)
         self.runs = RunRepository(table, ttl_days=run_ttl_days)
+        self.active_runs = ActiveRunRepository(table)
 
     def connect(self, *, dry_run_calls: bool = True, open_connection: bool = False) -> None:
         """Create the DynamoDB client now (start-up) rather than on the first request.
@@ -58,8 +60,8 @@ class Store:
 
 
 _WARM_UP_KEY = {"pk": {"S": "warm-up"}, "sk": {"S": "warm-up"}}
-# The most store calls a chat request makes at once (history, memories, run record).
-_PARALLEL_CALLS = 3
+# The most store calls a chat request makes at once (history, memories, run record, a UI chat's pointer).
+_PARALLEL_CALLS = 4
 
 
 class _EmptyBody:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from agentstream.config import Settings, get_settings
 from agentstream.core.service import ChatService
 from agentstream.errors import AgentStreamError
 from agentstream.store import Store
+from agentstream.web import openai
 from agentstream.web.routes import router
 
 __all__ = ["create_app", "error_response"]
@@ -45,12 +47,29 @@ def error_response(
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
+def _location(error: Any) -> str:
+    return ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+
+
 def _validation_message(errors: list[Any]) -> str:
-    parts = []
-    for error in errors:
-        location = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{location}: {error.get('msg', 'invalid')}")
+    parts = [f"{_location(error)}: {error.get('msg', 'invalid')}" for error in errors]
     return "; ".join(parts) or "invalid request"
+
+
+def _error(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    param: str | None = None,
+) -> JSONResponse:
+    """The error body of the path's API: OpenAI's shape under ``/v1/``, ours everywhere else."""
+    if request.url.path.startswith("/v1/"):
+        return JSONResponse(
+            openai.error_body(status, code, message, param), status_code=status, headers=headers
+        )
+    return error_response(status, code, message, headers)
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
@@ -67,21 +86,26 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         if exc.status >= 500:
             logger.warning("%s %s failed: %s (%s)", request.method, request.url.path, exc.message, exc.code)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return error_response(exc.status, exc.code, exc.message, headers)
+        retry_after = getattr(exc, "retry_after", None)
+        if isinstance(retry_after, int | float) and retry_after > 0:
+            headers = {**(headers or {}), "Retry-After": str(math.ceil(retry_after))}
+        return _error(request, exc.status, exc.code, exc.message, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, "invalid_request", _validation_message(list(exc.errors())))
+        errors = list(exc.errors())
+        param = _location(errors[0]) if errors else None
+        return _error(request, 422, "invalid_request", _validation_message(errors), param=param)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "error")
-        return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+        return _error(request, exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", "internal error")
+        return _error(request, 500, "internal_error", "internal error")
 
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -27,6 +27,7 @@ __all__ = [
     "MEDIA_TYPE",
     "PING",
     "EventStreamResponse",
+    "closing",
     "encode_data",
     "encode_items",
     "sse_headers",
@@ -56,6 +57,19 @@ def sse_headers(run_id: str) -> dict[str, str]:
         "X-Accel-Buffering": "no",
         "X-Run-Id": run_id,
     }
+
+
+def closing(on_disconnect: str) -> Callable[[RunHandle], None]:
+    """``on_close`` of a response whose client may leave: the run goes on unread, or is stopped."""
+
+    def close(run: RunHandle) -> None:
+        if run.finished:
+            return
+        run.detach()
+        if on_disconnect == "cancel":
+            run.stop()
+
+    return close
 
 
 class EventStreamResponse(Response):

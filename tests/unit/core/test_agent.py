@@ -3,20 +3,32 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
 from agentstream.core.agent import Turn, run_agent
 from agentstream.core.agents import Agent, ModelConfig
 from agentstream.core.control import RunControl
-from agentstream.core.events import Done, Error, Event, Start, TextDelta, ToolCall, ToolResult, Usage
+from agentstream.core.events import (
+    Done,
+    Error,
+    Event,
+    Start,
+    TextDelta,
+    ToolCall,
+    ToolResult,
+    Usage,
+    event_to_dict,
+)
 from agentstream.core.providers.base import (
+    Message,
     ModelRequest,
     ProviderEvent,
     StepEnd,
     TextChunk,
     ToolCallRequest,
+    ToolSpec,
     UsageReport,
 )
 from agentstream.errors import UpstreamError
@@ -184,3 +196,58 @@ async def test_closing_the_run_closes_the_provider_stream() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert provider.closed == 1
+
+
+WEATHER = ToolSpec(
+    "get_weather", "the weather", {"type": "object", "properties": {"city": {"type": "string"}}}
+)
+
+
+@pytest.mark.anyio
+async def test_a_client_tool_call_ends_the_run_after_the_agents_own_tools_ran() -> None:
+    provider = FakeProvider(
+        [
+            [
+                TextChunk("Checking. "),
+                ToolCallRequest("c1", "calculator", {"expression": "2+3"}),
+                ToolCallRequest("c2", "get_weather", {"city": "Paris"}),
+                StepEnd("tool_calls"),
+            ],
+        ]
+    )
+    turn = replace(_turn(_agent(["calculator"])), client_tools=[WEATHER])
+    events = [e async for e in run_agent(turn, provider, max_steps=3)]
+    assert [t.name for t in provider.requests[0].tools] == ["calculator", "get_weather"]
+    assert [type(e).__name__ for e in events] == [
+        "Start",
+        "TextDelta",
+        "ToolCall",
+        "ToolResult",
+        "ToolCall",
+        "Done",
+    ]
+    done = events[-1]
+    assert isinstance(done, Done)
+    assert (done.status, done.final_response, done.total_steps) == ("completed", "Checking. ", 1)
+    assert done.pending_tool_calls == (ToolCall("c2", "get_weather", {"city": "Paris"}),)
+    assert event_to_dict(done)["pending_tool_calls"] == [
+        {"tool_call_id": "c2", "tool_name": "get_weather", "arguments": {"city": "Paris"}}
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_turn_of_tool_results_continues_the_given_conversation() -> None:
+    provider = FakeProvider([[TextChunk("Sunny."), StepEnd("stop")]])
+    history = [
+        Message("user", "Weather?"),
+        Message("assistant", "", tool_calls=(ToolCallRequest("c2", "get_weather", {"city": "Paris"}),)),
+        Message("tool", "sunny", tool_call_id="c2", name="get_weather"),
+    ]
+    turn = replace(_turn(_agent()), message=None, history=history, client_tools=[WEATHER])
+    events = [e async for e in run_agent(turn, provider, max_steps=3)]
+    sent = provider.requests[0].messages
+    assert [m.role for m in sent] == ["system", "user", "assistant", "tool"]  # no user message appended
+    done = events[-1]
+    assert isinstance(done, Done)
+    assert (done.final_response, done.pending_tool_calls) == ("Sunny.", ())
+    assert "pending_tool_calls" not in event_to_dict(done)  # the done payload of other runs is unchanged

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -11,10 +12,19 @@ import pytest
 from agentstream.config import Settings
 from agentstream.core.agents import Agent, MemoryConfig, ModelConfig
 from agentstream.core.events import Done, Event, TextDelta
-from agentstream.core.ports import MemoryItem
-from agentstream.core.providers.base import ModelProvider
+from agentstream.core.ports import HistoryMessage, MemoryItem
+from agentstream.core.providers.base import (
+    Message,
+    ModelProvider,
+    ModelRequest,
+    ProviderEvent,
+    ToolCallRequest,
+    ToolSpec,
+)
+from agentstream.core.providers.scripted import ScriptedProvider
 from agentstream.core.runs import RunHandle
 from agentstream.core.service import ChatInput, ChatService
+from agentstream.errors import BadRequest
 from tests.support.memory_store import MemoryStore
 
 pytestmark = pytest.mark.anyio
@@ -184,3 +194,95 @@ async def test_a_provider_that_fails_to_start_leaves_no_running_record() -> None
     with pytest.raises(RuntimeError):
         await chat.start("t", "agt_1", ChatInput("hi"))
     assert [r.status for r in store.runs.records.values()] == ["error"]
+
+
+async def test_a_conversation_of_the_callers_is_not_stored_unless_a_session_is_named() -> None:
+    history = [Message("user", "earlier"), Message("assistant", "before")]
+    for session, stored in ((None, False), ("s1", True)):
+        store = _store()
+        store.conversations.messages[("t", "agt_1", "u", "default")] = [
+            HistoryMessage("user", "old", "r", "")
+        ]
+        provider = _Recording()
+        chat = ChatService(store, _settings(), providers=provider.factory)
+        run = await chat.start(
+            "t", "agt_1", ChatInput("now", user_id="u", session_id=session, history=history)
+        )
+        events = await _read(run)
+        await run.wait()
+        # the caller's conversation, not the session's stored history
+        assert [m.content for m in provider.requests[0].messages[1:]] == ["earlier", "before", "now"]
+        done = events[-1][1]
+        assert isinstance(done, Done)
+        assert done.memories_updated is stored
+        kept = store.conversations.messages.get(("t", "agt_1", "u", "s1"), [])
+        assert [(m.role, m.content) for m in kept] == (
+            [("user", "now"), ("assistant", REPLY)] if stored else []
+        )
+
+
+async def test_a_turn_of_tool_results_is_stored_with_the_users_words_once_it_answers() -> None:
+    store = _store()
+    chat = ChatService(store, _settings())
+    history = [
+        Message("user", "what is 6*7?"),
+        Message("assistant", "", tool_calls=(ToolCallRequest("c1", "calc", {"expression": "6*7"}),)),
+        Message("tool", "42", tool_call_id="c1", name="calc"),
+    ]
+    run = await chat.start("t", "agt_1", ChatInput(None, user_id="u", session_id="s", history=history))
+    await _read(run)
+    await run.wait()
+    kept = store.conversations.messages[("t", "agt_1", "u", "s")]
+    assert [(m.role, m.content) for m in kept] == [
+        ("user", "what is 6*7?"),
+        ("assistant", "The result is 42."),
+    ]
+
+
+async def test_client_tools_are_checked_before_the_run_starts() -> None:
+    store = _store(tools=["calculator"])
+    chat = ChatService(store, _settings())
+    taken = ToolSpec("calculator", "", {"type": "object"})
+    other = ToolSpec("get_weather", "", {"type": "object"})
+    for request, message in [
+        (ChatInput("hi", client_tools=[taken]), "taken by the agent's own tools"),
+        (ChatInput("hi", client_tools=[other, other]), "must not repeat"),
+        (ChatInput(None, history=[Message("user", "hi")]), "needs a user message, or tool results"),
+    ]:
+        with pytest.raises(BadRequest, match=message):
+            await chat.start("t", "agt_1", request)
+    assert store.runs.records == {}
+
+
+async def test_a_resumable_run_is_found_by_its_session_in_the_same_round_trip() -> None:
+    store = _store()
+    store.runs.latency = 0.2
+    chat = ChatService(store, _settings(log_flush_seconds=5, heartbeat_seconds=5))
+    started = time.monotonic()
+    run = await chat.start("t", "agt_1", ChatInput("hi", session_id="chat1", resumable=True))
+    assert time.monotonic() - started < 0.35  # written beside the run record
+    assert store.active_runs.pointers == {("t", "agt_1", "chat1"): run.run_id}
+    await _read(run)
+    await run.wait()
+    plain = await chat.start("t", "agt_1", ChatInput("hi", session_id="chat2"))
+    await _read(plain)
+    await plain.wait()
+    assert ("t", "agt_1", "chat2") not in store.active_runs.pointers
+
+
+class _Recording:
+    """The scripted provider, recording the requests it was given."""
+
+    def __init__(self) -> None:
+        self.requests: list[ModelRequest] = []
+
+    async def factory(self, name: str, settings: Settings) -> ModelProvider:
+        inner = ScriptedProvider()
+        requests = self.requests
+
+        class Recorder:
+            def stream(self, request: ModelRequest) -> AsyncIterator[ProviderEvent]:
+                requests.append(request)
+                return inner.stream(request)
+
+        return Recorder()

@@ -110,3 +110,17 @@ async def test_history_keeps_the_last_messages_in_order(store: Store) -> None:
     assert [m.role for m in recent] == ["user", "assistant"] * 2
     assert await store.conversations.recent("t1", "a", "u", "other", limit=4) == []
     assert await store.conversations.recent("t2", "a", "u", "s", limit=4) == []
+
+
+@pytest.mark.anyio
+async def test_a_chats_running_run_is_one_small_item_that_expires(store: Store, dynamodb: Any) -> None:
+    assert await store.active_runs.get("t1", "agt_1", "chat1") is None
+    await store.active_runs.put("t1", "agt_1", "chat1", "run_a", until_ms=1_800_000_000_000)
+    await store.active_runs.put("t1", "agt_1", "chat1", "run_b", until_ms=1_800_000_000_000)
+    assert await store.active_runs.get("t1", "agt_1", "chat1") == "run_b"  # the latest run of the chat
+    assert await store.active_runs.get("t2", "agt_1", "chat1") is None  # tenants apart
+    assert await store.active_runs.get("t1", "agt_2", "chat1") is None
+    item = dynamodb.get_item(
+        TableName="agentstream", Key={"pk": {"S": "T#t1#A#agt_1#C#chat1"}, "sk": {"S": "ACTIVE"}}
+    )["Item"]
+    assert item[TTL_ATTRIBUTE] == {"N": str(1_800_000_000 + 3600)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from agentstream.web.routes import agents, chat, conversations, keys, runs
+from agentstream.web.routes import agents, chat, conversations, keys, openai, runs, ui
 
 __all__ = ["router"]
 
@@ -16,5 +16,6 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-for module in (agents, chat, conversations, keys, runs):
+for module in (agents, chat, ui, conversations, keys, runs):
     router.include_router(module.router, prefix="/api/v1")
+router.include_router(openai.router)

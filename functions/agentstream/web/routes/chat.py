@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -16,7 +15,7 @@ from agentstream.core.service import ChatService
 from agentstream.errors import AgentStreamError
 from agentstream.web.deps import Caller, Chat, invocation_deadline
 from agentstream.web.models import ChatRequest
-from agentstream.web.sse import MEDIA_TYPE, EventStreamResponse
+from agentstream.web.sse import MEDIA_TYPE, EventStreamResponse, closing
 
 router = APIRouter(tags=["chat"])
 
@@ -88,17 +87,6 @@ async def chat_json(
     return JSONResponse({"data": data}, headers=headers, background=background)
 
 
-def _on_close(on_disconnect: str) -> Callable[[RunHandle], None]:
-    def close(run: RunHandle) -> None:
-        if run.finished:
-            return
-        run.detach()
-        if on_disconnect == "cancel":
-            run.stop()
-
-    return close
-
-
 _SSE_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Server-Sent Events: start, content, tool_call, tool_result, metadata, error, done",
@@ -107,8 +95,15 @@ _SSE_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/agents/{agent_id}/chat/stream", response_class=EventStreamResponse, responses=_SSE_DOC)
-@router.post("/agents/{agent_id}/chat/lumosai/stream", response_class=EventStreamResponse, responses=_SSE_DOC)
+@router.post(
+    "/agents/{agent_id}/chat/stream", response_class=EventStreamResponse, status_code=200, responses=_SSE_DOC
+)
+@router.post(
+    "/agents/{agent_id}/chat/lumosai/stream",
+    response_class=EventStreamResponse,
+    status_code=200,
+    responses=_SSE_DOC,
+)
 async def chat_stream(
     agent_id: str, body: ChatRequest, caller: Caller, chat: Chat, request: Request
 ) -> EventStreamResponse:
@@ -117,5 +112,5 @@ async def chat_stream(
         run,
         ping_seconds=chat.settings.sse_ping_seconds,
         send_timeout=chat.settings.send_timeout_seconds,
-        on_close=_on_close(body.stream_options.on_disconnect),
+        on_close=closing(body.stream_options.on_disconnect),
     )

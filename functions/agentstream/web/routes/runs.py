@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import StreamingResponse
@@ -23,7 +23,7 @@ router = APIRouter(tags=["runs"])
 POLL_SECONDS = 0.5
 RECORD_SECONDS = 2.0
 # A replay inside Lambda ends this long before the invocation does, resumable with Last-Event-ID.
-_REPLAY_MARGIN_SECONDS = 1.0
+REPLAY_MARGIN_SECONDS = 1.0
 
 
 @router.get("/runs/{run_id}")
@@ -69,9 +69,28 @@ async def run_events(
     run = await store.runs.get(caller.tenant, run_id)  # 404 before any stream
     deadline = invocation_deadline(request)
     if deadline is not None:
-        deadline -= _REPLAY_MARGIN_SECONDS
+        deadline -= REPLAY_MARGIN_SECONDS
     replay = Replay(store, caller.tenant, run, start, chat.settings.sse_ping_seconds, deadline)
     return StreamingResponse(replay.frames(), media_type=MEDIA_TYPE, headers=sse_headers(run_id))
+
+
+class ReplayEncoder(Protocol):
+    """The wire format of a replay: one stored event, and the end of a replay cut off before the run's."""
+
+    def event(self, seq: int, payload: dict[str, Any]) -> bytes: ...
+
+    def pause(self, why: str, last_id: int) -> bytes: ...
+
+
+class EventFrames:
+    """The ``chunk_type`` stream: ``id:`` + ``data:`` frames; a pause says where to resume."""
+
+    def event(self, seq: int, payload: dict[str, Any]) -> bytes:
+        return encode_data(seq, payload)
+
+    def pause(self, why: str, last_id: int) -> bytes:
+        """A resumable end: the client reconnects with Last-Event-ID (EventSource does it by itself)."""
+        return f": {why}; reconnect with Last-Event-ID: {last_id}\nretry: 500\n\n".encode()
 
 
 class Replay:
@@ -93,7 +112,9 @@ class Replay:
         after: int,
         ping_seconds: float,
         deadline: float | None,
+        encoder: ReplayEncoder | None = None,
     ) -> None:
+        self._encoder = encoder or EventFrames()
         self._store = store
         self._tenant = tenant
         self._run = run
@@ -121,9 +142,7 @@ class Replay:
             self._cursor = first
 
     def _pause(self, why: str) -> bytes:
-        """A resumable end: the client reconnects with Last-Event-ID (EventSource does it by itself)."""
-        last = max(self._after, self._next - 1)
-        return f": {why}; reconnect with Last-Event-ID: {last}\nretry: 500\n\n".encode()
+        return self._encoder.pause(why, max(self._after, self._next - 1))
 
     async def frames(self) -> AsyncIterator[bytes]:
         try:
@@ -139,14 +158,14 @@ class Replay:
             async for seq, payload in self._read_new():
                 progressed = True
                 if seq > self._after:
-                    yield encode_data(seq, payload)
+                    yield self._encoder.event(seq, payload)
                 if payload.get("chunk_type") == "done":
                     return
             now = time.monotonic()
             if self._run.status != "running" or self._run.lost:
                 # ended without a stored done: the batches written before the end were read above
                 for seq, payload in self._closing():
-                    yield encode_data(seq, payload)
+                    yield self._encoder.event(seq, payload)
                 return
             if not progressed and now - last_record >= RECORD_SECONDS:
                 self._run = await self._store.runs.get(self._tenant, self._run.run_id)
