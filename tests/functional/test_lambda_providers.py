@@ -91,7 +91,7 @@ async def test_the_same_agent_streams_the_same_on_every_provider_through_lambda(
     ):
         for wire in WIRES:
             fake_openai.requests.clear()
-            answer_text = wire.text("2+3*4 ", "= ", "14", usage=(30, 6), pause=0.2)
+            answer_text = wire.text("2+3*4 ", "= ", "14", usage=(30, 6), pause=0.1)
             fake_openai.enqueue(
                 wire.tool_call("call_1", "calculator", ['{"expre', 'ssion": "2+3*4"}']), answer_text
             )

@@ -43,6 +43,20 @@ def ask(**fields: Any) -> ModelRequest:
     return ModelRequest(model=MODEL, messages=fields.pop("messages", QUESTION), **fields)
 
 
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def fake_openai(upstream: FakeOpenAI) -> FakeOpenAI:
+    """One server for the module, so boto3 makes its client once (one per test would cost ~0.1 s each)."""
+    assert upstream.pending == 0, "an earlier test left scripted replies behind"
+    upstream.requests.clear()
+    return upstream
+
+
 def provider(fake: FakeOpenAI, read_timeout: float = 10.0) -> BedrockProvider:
     return BedrockProvider(_client("us-east-1", fake.url, 2.0, read_timeout))
 
