@@ -8,7 +8,6 @@ whether trying again may help. Messages must already be safe to show (keys redac
 
 from __future__ import annotations
 
-import email.utils
 import re
 import time
 from typing import TYPE_CHECKING
@@ -92,6 +91,8 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         pass
+    import email.utils  # an HTTP date: rare, and the email package is not otherwise needed
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

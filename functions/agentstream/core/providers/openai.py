@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from agentstream.core.events import Usage
-from agentstream.core.providers._errors import classify, retry_after
 from agentstream.core.providers._http import (
     error_detail,
     excerpt,
@@ -155,6 +154,9 @@ class OpenAIProvider:
         detail, kind = error_detail(await read_error_body(response))
         detail = self._redact(detail)
         if not response.is_success:
+            # (its patterns are compiled on the first failure, not at start-up)
+            from agentstream.core.providers._errors import classify, retry_after
+
             status = response.status_code
             raise classify(
                 f"the model API answered HTTP {status}: {detail or response.reason_phrase}",
@@ -183,6 +185,8 @@ class OpenAIProvider:
             raise UpstreamError(f"the model API sent a malformed stream chunk: {excerpt(data)}") from exc
 
     def _stream_error(self, data: str) -> UpstreamError:
+        from agentstream.core.providers._errors import classify
+
         detail, kind = error_detail(data)
         detail = self._redact(detail)
         return classify(f"the model API reported an error mid-stream: {detail}", kind=kind, detail=detail)
