@@ -20,7 +20,6 @@ from typing import Any
 import httpx
 import pytest
 
-from agentstream.core.providers import create_provider
 from tests.conftest import ADMIN_KEY
 from tests.fakes.anthropic_upstream import AnthropicReply
 from tests.fakes.bedrock_upstream import BedrockReply
@@ -195,12 +194,9 @@ def _environment(fake: FakeOpenAI, retries: int) -> dict[str, str]:
 
 
 @contextmanager
-def _serve(
-    fake: FakeOpenAI, dynamodb: Any, wire: Wire, *, retries: int, help_endpoint: bool = True
-) -> Iterator[Stack]:
+def _serve(fake: FakeOpenAI, dynamodb: Any, wire: Wire, *, retries: int) -> Iterator[Stack]:
     """The app on uvicorn with every provider configured, and the agent of ``wire``."""
     from agentstream.config import Settings, get_settings
-    from agentstream.core.service import ChatService
     from agentstream.store import Store
     from agentstream.web.app import create_app
 
@@ -210,27 +206,9 @@ def _serve(
         get_settings.cache_clear()
         settings = Settings()
         app = create_app(settings, Store("agentstream", dynamodb))
-        if help_endpoint and wire.model.get("endpoint"):
-            factory = _endpoint_factory(wire.model["endpoint"])
-            app.state.chat = ChatService(app.state.store, settings, providers=factory)
         with serve_in_thread(app) as url:
             yield Stack(wire, fake, url, _agent(url, wire))
     get_settings.cache_clear()
-
-
-def _endpoint_factory(endpoint: str) -> Any:
-    """core/service.py hands the provider factory only ``agent.model.provider``. Until it hands over the
-    whole ``agent.model`` (a one-line change there), the endpoint leg names its endpoint here; the agent
-    itself names it too (``model.endpoint``), validated by the API like any other."""
-
-    class Choice:
-        def __init__(self, provider: str) -> None:
-            self.provider, self.endpoint = provider, endpoint
-
-    async def factory(provider: str, settings: Any) -> Any:
-        return await create_provider(Choice(provider), settings)
-
-    return factory
 
 
 def _agent(base: str, wire: Wire) -> str:
@@ -414,6 +392,8 @@ def test_the_json_route_answers_429_when_rate_limited(stack: Stack) -> None:
     )
     assert r.status_code == 429
     assert r.json()["error"]["code"] == "rate_limited"
+    # the provider's own wait, when it said one (Bedrock's throttling says none)
+    assert r.headers.get("retry-after") == (None if stack.wire.id == "bedrock" else "20")
 
 
 @pytest.mark.parametrize("wire", WIRES, ids=[w.id for w in WIRES])
@@ -434,17 +414,11 @@ def test_a_throttled_call_is_retried_before_the_first_token(
     assert len(fake_openai.requests) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/service.py passes only agent.model.provider to the provider factory; an agent's "
-    "model.endpoint reaches create_provider once it passes agent.model (then drop this mark and "
-    "_endpoint_factory)",
-)
 def test_the_app_alone_routes_an_endpoint_agent_to_its_endpoint(
     fake_openai: FakeOpenAI, dynamodb: Any
 ) -> None:
     fake_openai.enqueue(ENDPOINT.text("ok"))
-    with _serve(fake_openai, dynamodb, ENDPOINT, retries=0, help_endpoint=False) as stack:
+    with _serve(fake_openai, dynamodb, ENDPOINT, retries=0) as stack:
         stream = stack.chat()
     assert stream.events[-1].data["status"] == "completed"
     assert ENDPOINT.key_sent(fake_openai.requests[-1]) == ENDPOINT_KEY

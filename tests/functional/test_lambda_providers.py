@@ -1,5 +1,5 @@
-"""The same agent over openai, anthropic and bedrock through the Lambda path: the streaming runtime
-(subprocess) -> stream handler -> app -> the fake upstream speaking each provider's wire format.
+"""The same agent over openai, anthropic, bedrock and a named endpoint through the Lambda path: the
+streaming runtime (subprocess) -> stream handler -> app -> the fake upstream speaking each wire format.
 
 One runtime serves every provider (all configured at once, all pointed at the one fake upstream): the
 agents differ only in ``model.provider`` and ``model.name``, and what reaches the Runtime API must be
@@ -17,10 +17,21 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from agentstream.config import get_settings
 from agentstream.core.agents import AgentSpec, ModelConfig
 from agentstream.store import Store, create_table
 from tests.conftest import ADMIN_KEY
-from tests.e2e.test_providers import ANTHROPIC, ANTHROPIC_KEY, BEDROCK, INSTRUCTIONS, OPENAI, OPENAI_KEY, Wire
+from tests.e2e.test_providers import (
+    ANTHROPIC,
+    ANTHROPIC_KEY,
+    BEDROCK,
+    ENDPOINT,
+    ENDPOINT_KEY,
+    INSTRUCTIONS,
+    OPENAI,
+    OPENAI_KEY,
+    Wire,
+)
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.functional.runtime_api_emulator import Result, RuntimeApiEmulator
 from tests.functional.test_lambda_app import _chat_event
@@ -29,7 +40,7 @@ from tests.support.server import free_port, parse_sse
 
 pytestmark = pytest.mark.anyio
 
-WIRES = [OPENAI, ANTHROPIC, BEDROCK]
+WIRES = [OPENAI, ANTHROPIC, BEDROCK, ENDPOINT]
 
 
 @pytest.fixture
@@ -49,6 +60,10 @@ def lambda_env(fake_openai: FakeOpenAI) -> Iterator[dict[str, str]]:
             "ANTHROPIC_BASE_URL": fake_openai.url,
             "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
             "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": fake_openai.url,
+            "AGENTSTREAM_ENDPOINTS": json.dumps(
+                {"glm": {"provider": "openai", "base_url": fake_openai.base_url, "api_key_env": "GLM_KEY"}}
+            ),
+            "GLM_KEY": ENDPOINT_KEY,
             "AGENTSTREAM_UPSTREAM_RETRIES": "0",
         }
     finally:
@@ -82,7 +97,12 @@ async def test_the_same_agent_streams_the_same_on_every_provider_through_lambda(
     tmp_path: Any, fake_openai: FakeOpenAI, lambda_env: dict[str, str]
 ) -> None:
     env = lambda_env
-    agents = {wire.id: await _agent(env, wire) for wire in WIRES}
+    with pytest.MonkeyPatch.context() as here:  # the agent names an endpoint this process must know too
+        for name in ("AGENTSTREAM_ENDPOINTS", "GLM_KEY"):
+            here.setenv(name, env[name])
+        get_settings.cache_clear()
+        agents = {wire.id: await _agent(env, wire) for wire in WIRES}
+    get_settings.cache_clear()
     seen: dict[str, list[dict[str, Any]]] = {}
     failures: dict[str, tuple[str, int]] = {}
     async with (

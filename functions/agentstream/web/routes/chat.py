@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -83,6 +84,8 @@ async def chat_json(
     if error is not None:
         status = _ERROR_STATUS.get(error.code, 502 if error.code.startswith("upstream") else 500)
         content = {"error": {"code": error.code, "message": error.message}, "data": data}
+        if error.retry_after is not None and error.retry_after > 0:
+            headers["Retry-After"] = str(math.ceil(error.retry_after))
         return JSONResponse(content, status_code=status, headers=headers, background=background)
     return JSONResponse({"data": data}, headers=headers, background=background)
 
