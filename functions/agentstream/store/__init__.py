@@ -93,6 +93,6 @@ def _dry_run(client: DynamoDBClient, table: str) -> None:
             ExpressionAttributeValues={":s": {"S": "x"}},
         )
         client.batch_write_item(RequestItems={table: [{"PutRequest": {"Item": k}}]})
-        client.batch_get_item(RequestItems={table: {"Keys": [k]}})
+        client.batch_get_item(RequestItems={table: {"Keys": [k], "ConsistentRead": True}})
     finally:
         client.meta.events.unregister("before-send.dynamodb", unique_id="agentstream-dry-run")

@@ -4,8 +4,10 @@ Every live run writes its log about once a second and checks for a cancel about 
 hundred runs in one process that would be a couple of hundred boto3 calls a second, each costing a
 millisecond or two of CPU under the GIL, right beside the streams. The recorders tick on aligned
 instants (see ``core/recorder.py``), so their calls arrive together; a ``Combiner`` waits ``window``
-seconds after the first one and sends what has gathered in batches of ``max_batch`` (BatchWriteItem:
-25, BatchGetItem: 100). The capacity units are the same; the requests and their CPU drop by that factor.
+seconds (1 ms: what arrives in the same turns of the event loop) after the first one and sends what has
+gathered in batches of ``max_batch`` (BatchWriteItem: 25, BatchGetItem: 100). The same goes for the
+agent reads, run records and final statuses of requests that arrive together. The capacity units are
+the same; the requests and their CPU drop by that factor.
 
 State is kept per event loop (futures belong to one loop). The batch runs in a context of its own, so
 one caller's ``io_deadline`` does not cut the others short; each caller waits within its own.
@@ -41,7 +43,7 @@ class Combiner(Generic[T, R]):
         run_batch: Callable[[list[T]], Awaitable[list[R]]],
         *,
         max_batch: int,
-        window: float = 0.005,
+        window: float = 0.001,
     ) -> None:
         self._run_batch = run_batch
         self._max_batch = max_batch

@@ -181,12 +181,16 @@ class Table:
     async def put_items(self, items: list[dict[str, Any]]) -> None:
         await self._batch_write([{"PutRequest": {"Item": i}} for i in items])
 
-    async def get_batch(self, keys: list[dict[str, Any]], projection: str) -> list[dict[str, Any]]:
-        """The items of up to 100 keys (eventually consistent), retrying unprocessed keys with backoff."""
+    async def get_batch(
+        self, keys: list[dict[str, Any]], projection: str | None = None, *, consistent: bool = False
+    ) -> list[dict[str, Any]]:
+        """The items of up to 100 distinct keys, retrying unprocessed keys with backoff."""
         found: list[dict[str, Any]] = []
         pending = keys
         for attempt in range(8):
-            request = {self.name: {"Keys": pending, "ProjectionExpression": projection}}
+            request: dict[str, Any] = {self.name: {"Keys": pending, "ConsistentRead": consistent}}
+            if projection is not None:
+                request[self.name]["ProjectionExpression"] = projection
             response = await self.call(lambda c, r=request: c.batch_get_item(RequestItems=r))  # type: ignore[misc]
             found += response.get("Responses", {}).get(self.name, [])
             pending = list(response.get("UnprocessedKeys", {}).get(self.name, {}).get("Keys", []))

@@ -7,6 +7,7 @@ from typing import Any
 from agentstream.core.agents import Agent, AgentPatch, AgentSpec
 from agentstream.core.ids import new_id
 from agentstream.errors import Conflict, NotFound
+from agentstream.store._combine import Combiner
 from agentstream.store._table import ConditionFailed, Table, key, now_iso
 from agentstream.store.pages import Page
 
@@ -20,6 +21,8 @@ def _key(tenant: str, agent_id: str) -> dict[str, Any]:
 class AgentRepository:
     def __init__(self, table: Table) -> None:
         self._table = table
+        # reads of requests that arrive together go out as one (strongly consistent) BatchGetItem
+        self._reads: Combiner[dict[str, Any], dict[str, Any] | None] = Combiner(self._read, max_batch=100)
 
     async def create(self, tenant: str, spec: AgentSpec) -> Agent:
         now = now_iso()
@@ -28,13 +31,16 @@ class AgentRepository:
         return agent
 
     async def get(self, tenant: str, agent_id: str) -> Agent:
-        response = await self._table.call(
-            lambda c: c.get_item(TableName=self._table.name, Key=_key(tenant, agent_id), ConsistentRead=True)
-        )
-        item = response.get("Item")
+        item = await self._reads.submit(_key(tenant, agent_id))
         if item is None:
             raise NotFound(f"agent {agent_id} not found")
         return Agent.model_validate_json(item["data"]["S"])
+
+    async def _read(self, keys: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+        unique = {(k["pk"]["S"], k["sk"]["S"]): k for k in keys}
+        items = await self._table.get_batch(list(unique.values()), consistent=True)
+        found = {(i["pk"]["S"], i["sk"]["S"]): i for i in items}
+        return [found.get((k["pk"]["S"], k["sk"]["S"])) for k in keys]
 
     async def list(self, tenant: str, *, limit: int, cursor: str | None) -> Page[Agent]:
         items, next_cursor = await self._table.query_page(f"T#{tenant}", "AGENT#", limit=limit, cursor=cursor)

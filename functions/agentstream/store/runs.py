@@ -52,11 +52,15 @@ class RunRepository:
         self._ttl_days = ttl_days
         self._writes: Combiner[dict[str, Any], None] = Combiner(self._write_batches, max_batch=25)
         self._reads: Combiner[str, bool] = Combiner(self._read_cancel_flags, max_batch=100)
+        # the records of the runs this process created and has not finished: the final status is then
+        # written as the whole item, in a batch with others, instead of one UpdateItem per run
+        self._live: dict[tuple[str, str], dict[str, Any]] = {}
 
     def _expiry(self) -> dict[str, Any]:
         return {TTL_ATTRIBUTE: {"N": str(epoch_seconds(self._ttl_days))}}
 
     async def create(self, tenant: str, run: RunRecord) -> None:
+        """Record a new run (its id is random: a plain put, batched with the other runs' writes)."""
         item: dict[str, Any] = {
             **key(_pk(tenant, run.run_id), "RUN"),
             "agent_id": {"S": run.agent_id},
@@ -70,11 +74,8 @@ class RunRepository:
         }
         if run.deadline_at is not None:
             item["deadline_at"] = {"N": str(run.deadline_at)}
-        await self._table.call(
-            lambda c: c.put_item(
-                TableName=self._table.name, Item=item, ConditionExpression="attribute_not_exists(pk)"
-            )
-        )
+        await self._writes.submit(item)
+        self._live[(tenant, run.run_id)] = item
 
     async def append(self, tenant: str, run_id: str, first_seq: int, data: str) -> None:
         """Store one batch of events (a JSON array starting at ``first_seq``), once."""
@@ -126,21 +127,29 @@ class RunRepository:
         log_complete: bool,
     ) -> None:
         now = now_iso()
+        final: dict[str, Any] = {
+            "status": {"S": status},
+            "ended_at": {"S": now},
+            "updated_at": {"S": now},
+            "usage": {"S": json.dumps(usage)},
+            "metrics": {"S": json.dumps(metrics)},
+            "last_seq": {"N": str(last_seq)},
+            "log_complete": {"BOOL": log_complete},
+        }
+        created = self._live.pop((tenant, run_id), None)
+        if created is not None:
+            if status == "cancelled":
+                final["cancel_requested"] = {"BOOL": True}
+            await self._writes.submit({**created, **final})
+            return
+        names = {f"#{name}": name for name in final}
         await self._table.call(
             lambda c: c.update_item(
                 TableName=self._table.name,
                 Key=key(_pk(tenant, run_id), "RUN"),
-                UpdateExpression="SET #s = :s, ended_at = :now, updated_at = :now, #u = :u, #m = :m, "
-                "last_seq = :seq, log_complete = :complete",
-                ExpressionAttributeNames={"#s": "status", "#u": "usage", "#m": "metrics"},
-                ExpressionAttributeValues={
-                    ":s": {"S": status},
-                    ":now": {"S": now},
-                    ":u": {"S": json.dumps(usage)},
-                    ":m": {"S": json.dumps(metrics)},
-                    ":seq": {"N": str(last_seq)},
-                    ":complete": {"BOOL": log_complete},
-                },
+                UpdateExpression="SET " + ", ".join(f"#{name} = :{name}" for name in final),
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={f":{name}": value for name, value in final.items()},
             )
         )
 
