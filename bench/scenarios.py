@@ -7,6 +7,7 @@ stime from /proc/<pid>/stat around a batch of streams, with nothing else sent to
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import os
@@ -689,13 +690,11 @@ async def _initialised(emulator: Any, runtime: Any, slots: int) -> None:
 
 
 def _lag_ms(stream: Stream) -> list[float]:
-    """Added latency of each token: how far it arrived behind the provider's 30 ms schedule, counted
-    from the first token (the scripted provider sleeps 30 ms between deltas; a busy loop delays them)."""
-    contents = stream.of("content")
-    if not contents:
-        return []
-    first = contents[0].at
-    return [max(0.0, (e.at - first) * 1000 - i * LMI_CADENCE_MS) for i, e in enumerate(contents)]
+    """Added latency of each token: how much longer than the provider's 30 ms its gap to the previous
+    one was. The scripted provider sleeps 30 ms after each delta, so a token held up by a busy loop
+    shows as one long gap (and does not push the tokens after it further behind)."""
+    at = [e.at for e in stream.of("content")]
+    return [max(0.0, (later - earlier) * 1000 - LMI_CADENCE_MS) for earlier, later in itertools.pairwise(at)]
 
 
 async def _lmi_level(
