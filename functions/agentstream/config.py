@@ -2,15 +2,57 @@
 
 from __future__ import annotations
 
+import os
+import re
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["ENDPOINT_NAME", "Endpoint", "Settings", "get_settings"]
 
 InvokeMode = Literal["response_stream", "buffered"]
+# Names of endpoints in AGENTSTREAM_ENDPOINTS (agents refer to them by ``model.endpoint``).
+ENDPOINT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class Endpoint(BaseModel):
+    """One operator-registered model endpoint: which wire format it speaks, where, and whose key.
+
+    The key is never written here: ``api_key_env`` names an environment variable holding it,
+    ``api_key_secret_arn`` a Secrets Manager secret (read at run time, cached like the others);
+    neither means a server without keys (a local vLLM, Ollama).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: Literal["openai", "anthropic"]
+    base_url: str = Field(..., min_length=8, max_length=2_000)
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    api_key_secret_arn: str | None = Field(None, min_length=1)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("base_url must start with https:// (or http:// for a local server)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Self:
+        if self.api_key_env and self.api_key_secret_arn:
+            raise ValueError("give api_key_env or api_key_secret_arn, not both")
+        return self
 
 
 class Settings(BaseSettings):
@@ -37,11 +79,23 @@ class Settings(BaseSettings):
     openai_api_key_secret_id: str | None = Field(None, validation_alias="OPENAI_API_KEY_SECRET_ARN")
     # Some servers drop system messages (llama.cpp's gemma chat format): fold them into the first user turn.
     openai_fold_system: bool = Field(False, validation_alias="OPENAI_FOLD_SYSTEM_PROMPT")
+    anthropic_base_url: str = Field("https://api.anthropic.com", validation_alias="ANTHROPIC_BASE_URL")
+    anthropic_api_key: SecretStr | None = Field(None, validation_alias="ANTHROPIC_API_KEY")
+    anthropic_api_key_secret_id: str | None = Field(None, validation_alias="ANTHROPIC_API_KEY_SECRET_ARN")
+    # The bedrock provider's region and endpoint, as boto3 reads them (None: boto3's own resolution).
+    aws_region: str | None = Field(None, validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
+    bedrock_endpoint_url: str | None = Field(None, validation_alias="AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
+    # Named endpoints, JSON: {"name": {"provider": "openai"|"anthropic", "base_url": ..., "api_key_env"
+    # or "api_key_secret_arn": ...}}; agents pick one by ``model.endpoint``.
+    endpoints: dict[str, Endpoint] = Field(default_factory=dict, validation_alias="AGENTSTREAM_ENDPOINTS")
     # Seconds to wait for the upstream to connect / between two reads of its stream.
     upstream_connect_timeout: float = Field(
         10.0, gt=0, validation_alias="AGENTSTREAM_UPSTREAM_CONNECT_TIMEOUT"
     )
     upstream_read_timeout: float = Field(60.0, gt=0, validation_alias="AGENTSTREAM_UPSTREAM_READ_TIMEOUT")
+    # A model call that fails before it streamed anything (throttling, overload, 5xx) is tried again
+    # this many times, with backoff.
+    upstream_retries: int = Field(2, ge=0, le=10, validation_alias="AGENTSTREAM_UPSTREAM_RETRIES")
 
     # Records expire through the table's TTL: conversation history (0 = keep) and run logs.
     history_ttl_days: float = Field(0, ge=0, validation_alias="AGENTSTREAM_HISTORY_TTL_DAYS")
@@ -60,6 +114,36 @@ class Settings(BaseSettings):
     send_timeout_seconds: float = Field(
         30.0, gt=0, le=3_600, validation_alias="AGENTSTREAM_SEND_TIMEOUT_SECONDS"
     )
+
+    # keys of named endpoints that come from the environment, read once with the rest
+    _endpoint_keys: dict[str, SecretStr] = PrivateAttr(default_factory=dict)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoint_names(cls, value: dict[str, Endpoint]) -> dict[str, Endpoint]:
+        bad = [name for name in value if not re.match(ENDPOINT_NAME, name)]
+        if bad:
+            raise ValueError(f"endpoint names must be letters, digits, '_', '.', '-' (not {bad})")
+        return value
+
+    @model_validator(mode="after")
+    def _read_endpoint_keys(self) -> Self:
+        for name, endpoint in self.endpoints.items():
+            if endpoint.api_key_env is None:
+                continue
+            key = os.environ.get(endpoint.api_key_env)
+            if not key:
+                raise ValueError(
+                    f"AGENTSTREAM_ENDPOINTS: endpoint {name!r} takes its key from "
+                    f"{endpoint.api_key_env}, which is not set"
+                )
+            self._endpoint_keys[name] = SecretStr(key)
+        return self
+
+    def endpoint_key(self, name: str) -> str | None:
+        """The key of endpoint ``name`` when it comes from the environment (secrets: ``secrets.py``)."""
+        key = self._endpoint_keys.get(name)
+        return key.get_secret_value() if key is not None else None
 
 
 @lru_cache(maxsize=1)

@@ -11,11 +11,15 @@ __all__ = [
     "AgentStreamError",
     "BadRequest",
     "Conflict",
+    "ContextLengthExceeded",
     "Forbidden",
+    "ModelNotFound",
     "NotFound",
     "StoreUnavailable",
     "Unauthorized",
+    "UpstreamAuthError",
     "UpstreamError",
+    "UpstreamRateLimited",
     "UpstreamTimeout",
 ]
 
@@ -73,12 +77,58 @@ class StoreUnavailable(AgentStreamError):
 
 
 class UpstreamError(AgentStreamError):
-    """The model provider failed: HTTP error, malformed stream, dropped connection."""
+    """The model provider failed: HTTP error, malformed stream, dropped connection.
+
+    ``retryable``: trying the same request again may work (throttling, overload, a 5xx, a connection
+    that failed before any answer); providers retry those only before anything was streamed.
+    ``retry_after``: the seconds the provider asked to wait before trying again, when it said.
+    """
 
     code = "upstream_error"
     status = 502
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        code: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message, code=code, status=status)
+        self.retryable = retryable
+        self.retry_after = retry_after
 
 
 class UpstreamTimeout(UpstreamError):
     code = "upstream_timeout"
     status = 504
+
+
+class UpstreamAuthError(UpstreamError):
+    """The provider refused our credentials (a wrong or missing key, no access to the model)."""
+
+    code = "upstream_auth"
+    status = 502
+
+
+class UpstreamRateLimited(UpstreamError):
+    """The provider throttled the request (HTTP 429, a throttling exception)."""
+
+    code = "rate_limited"
+    status = 429
+
+
+class ContextLengthExceeded(UpstreamError):
+    """The conversation does not fit the model's context window."""
+
+    code = "context_length_exceeded"
+    status = 400
+
+
+class ModelNotFound(UpstreamError):
+    """The provider does not know the agent's ``model.name`` (or offers it to nobody here)."""
+
+    code = "model_not_found"
+    status = 502

@@ -34,6 +34,7 @@ def server(fake_openai: FakeOpenAI, dynamodb: Any, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret")
     monkeypatch.setenv("AGENTSTREAM_UPSTREAM_READ_TIMEOUT", "1")
+    monkeypatch.setenv("AGENTSTREAM_UPSTREAM_RETRIES", "0")  # one scripted reply per model call
     with serve_in_thread(create_app(Settings(), Store("agentstream", dynamodb))) as url:
         yield url
 
@@ -115,7 +116,7 @@ def test_tool_round_trip_through_the_upstream(server: str, fake_openai: FakeOpen
     ("reply", "code", "fragment"),
     [
         (Reply.error(500, "model overloaded"), "upstream_error", "HTTP 500"),
-        (Reply.error(401, "bad key sk-test-secret"), "upstream_error", "HTTP 401"),
+        (Reply.error(401, "bad key sk-test-secret"), "upstream_auth", "HTTP 401"),
         (Reply().text("partial ").drop(), "upstream_error", ""),
         (Reply().text("partial ").raw("data: {not json\n\n"), "upstream_error", ""),
         (Reply().text("partial ").stall(), "upstream_timeout", ""),

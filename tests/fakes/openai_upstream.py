@@ -349,7 +349,8 @@ class FakeOpenAI:
     async def _play(
         self, reply: Reply, writer: asyncio.StreamWriter, gone: asyncio.Event, request: RecordedRequest
     ) -> None:
-        reason = HTTPStatus(reply.status).phrase
+        known = reply.status in HTTPStatus._value2member_map_
+        reason = HTTPStatus(reply.status).phrase if known else "Unknown"  # e.g. Anthropic's 529
         head = [f"HTTP/1.1 {reply.status} {reason}"]
         head += [f"{name}: {value}" for name, value in reply.headers.items()]
         head += ["transfer-encoding: chunked", "cache-control: no-cache"]

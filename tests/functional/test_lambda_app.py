@@ -3,6 +3,8 @@ with DynamoDB on moto's server and the model on the fake OpenAI upstream."""
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 import statistics
 import time
@@ -112,6 +114,8 @@ async def test_a_run_near_the_deadline_ends_with_timeout_and_the_next_invocation
         RuntimeApiEmulator() as emulator,
         runtime(emulator, tmp_path, handler="agentstream.handlers.stream.handler", env=lambda_env),
     ):
+        # the deadline counts from the invocation, as Lambda's does: not from before the init finished
+        await asyncio.wait_for(emulator.polled.wait(), 30)
         deadline_ms = int(time.time() * 1000) + 2_500
         first = await answer(emulator.invoke(_chat_event(agent, "slow"), deadline_ms=deadline_ms))
         ended = time.time() * 1000

@@ -92,7 +92,7 @@ import agentstream.app as started
 print(json.dumps({
     "dynamodb_client": started.app.state.store.agents._table._client_instance is not None,
     "default_provider": "agentstream.core.providers.openai" in sys.modules,
-    "tls_context": sys.modules["agentstream.core.providers.openai"]._ssl_context.cache_info().currsize,
+    "tls_context": sys.modules["agentstream.core.providers._http"]._ssl_context.cache_info().currsize,
     "frozen": gc.get_freeze_count(),
     "app_in_gc_generations": any(o is started.app for o in gc.get_objects()),
 }))

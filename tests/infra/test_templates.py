@@ -105,14 +105,38 @@ def test_iam_reaches_only_the_stacks_own_table_and_secrets(resources: Template) 
                 {"Ref": "OpenAIApiKeySecretArn"},
             ]
         },
+        {"Fn::If": ["HasAnthropicApiKey", {"Ref": "AnthropicApiKeySecretArn"}, {"Ref": "AWS::NoValue"}]},
     ]
+    assert by_sid["EndpointSecrets"]["Action"] == "secretsmanager:GetSecretValue"
+    assert by_sid["EndpointSecrets"]["Resource"] == {"Ref": "EndpointKeySecretArns"}
+
+
+def test_bedrock_is_granted_on_the_listed_models_only(resources: Template) -> None:
+    by_sid = {s["Sid"]: s for s in _flat_statements(resources["StreamFunctionRole"])}
     assert _actions(by_sid["Bedrock"]) == ["bedrock:InvokeModelWithResponseStream"]
+    assert by_sid["Bedrock"]["Resource"] == {"Ref": "BedrockModelArns"}  # never a wildcard
 
 
-def test_bedrock_is_granted_only_when_enabled(resources: Template) -> None:
+def test_bedrock_and_endpoint_secrets_are_granted_only_when_given(
+    resources: Template, sam_template: Template
+) -> None:
     conditional = [s for s in _statements(resources["StreamFunctionRole"]) if "Fn::If" in s]
-    assert [s["Fn::If"][0] for s in conditional] == ["BedrockEnabled"]
-    assert conditional[0]["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+    assert [s["Fn::If"][0] for s in conditional] == ["HasEndpointKeySecrets", "BedrockEnabled"]
+    assert all(s["Fn::If"][2] == {"Ref": "AWS::NoValue"} for s in conditional)
+    # an empty list (the default) grants nothing
+    conditions = sam_template["Conditions"]
+    for condition, parameter in (
+        ("BedrockEnabled", "BedrockModelArns"),
+        ("HasEndpointKeySecrets", "EndpointKeySecretArns"),
+    ):
+        assert conditions[condition] == {
+            "Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": parameter}]}, ""]}]
+        }
+        assert sam_template["Parameters"][parameter] == {
+            **sam_template["Parameters"][parameter],
+            "Type": "CommaDelimitedList",
+            "Default": "",
+        }
 
 
 def test_secrets_are_generated_never_written_in_the_template(resources: Template) -> None:
@@ -152,9 +176,13 @@ def test_the_function_runs_under_the_streaming_runtime_layer(
 
 def test_keys_reach_the_function_as_secret_arns_only(sam_template: Template) -> None:
     env = _sam_function(sam_template)["Environment"]["Variables"]
-    assert "AGENTSTREAM_ADMIN_KEY" not in env
-    assert "OPENAI_API_KEY" not in env
-    assert {"AGENTSTREAM_ADMIN_KEY_SECRET_ARN", "OPENAI_API_KEY_SECRET_ARN"} <= env.keys()
+    assert not {"AGENTSTREAM_ADMIN_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"} & env.keys()
+    assert {
+        "AGENTSTREAM_ADMIN_KEY_SECRET_ARN",
+        "OPENAI_API_KEY_SECRET_ARN",
+        "ANTHROPIC_API_KEY_SECRET_ARN",
+        "AGENTSTREAM_ENDPOINTS",
+    } <= env.keys()
     assert env["AGENTSTREAM_TABLE"] == {"Ref": "Table"}
 
 

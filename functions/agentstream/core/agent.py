@@ -179,7 +179,7 @@ async def run_agent(
         status = "cancelled"
     except AgentStreamError as e:
         status = "error"
-        yield Error(e.message, e.code)
+        yield Error(e.message, e.code, getattr(e, "retry_after", None))
     except Exception:
         logger.exception("run %s failed", turn.run_id)
         status = "error"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agentstream.core.providers import PROVIDER_NAMES
+from agentstream.config import ENDPOINT_NAME, get_settings
+from agentstream.core.providers import ENDPOINT_PROVIDERS, PROVIDER_NAMES
 from agentstream.core.tools import TOOL_NAMES
 
 __all__ = ["Agent", "AgentPatch", "AgentSpec", "MemoryConfig", "ModelConfig"]
@@ -16,13 +17,37 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# An agent never carries where its model lives or the key to it (no SSRF, no keys in the table):
+# operators register endpoints (AGENTSTREAM_ENDPOINTS) and agents name one.
+_CONNECTION_FIELDS = frozenset({"base_url", "api_base", "api_key", "endpoint_url", "url", "headers"})
+_NO_CONNECTION = (
+    "an agent cannot carry a URL or key; the operator registers endpoints in AGENTSTREAM_ENDPOINTS "
+    "and the agent names one in model.endpoint"
+)
+
+
 class ModelConfig(_Strict):
     provider: str = Field("openai", description="one of the available providers")
     name: str = Field(..., min_length=1, max_length=200, description="the model's name at the provider")
+    endpoint: str | None = Field(
+        None,
+        pattern=ENDPOINT_NAME,
+        description="a named endpoint of the operator's (AGENTSTREAM_ENDPOINTS); none: the provider's own",
+    )
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: int | None = Field(None, ge=1, le=200_000)
-    # provider-specific options (e.g. the scripted provider's `reply`, `delay_ms`)
+    # provider-specific options (e.g. the scripted provider's `reply`, `delay_ms`), sent with the request
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_connection_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            options = data.get("options")
+            given = set(data) | (set(options) if isinstance(options, dict) else set())
+            if given & _CONNECTION_FIELDS:
+                raise ValueError(f"{', '.join(sorted(given & _CONNECTION_FIELDS))}: {_NO_CONNECTION}")
+        return data
 
     @field_validator("provider")
     @classmethod
@@ -31,10 +56,42 @@ class ModelConfig(_Strict):
             raise ValueError(f"unknown provider {value!r}; available: {', '.join(sorted(PROVIDER_NAMES))}")
         return value
 
+    @model_validator(mode="after")
+    def _provider_takes_endpoints(self) -> Self:
+        """Only providers that speak HTTP to a base URL have named endpoints (not bedrock, scripted)."""
+        if self.endpoint is not None and self.provider not in ENDPOINT_PROVIDERS:
+            raise ValueError(f"provider {self.provider!r} has no named endpoints")
+        return self
+
+
+def _check_endpoint(model: ModelConfig | None) -> ModelConfig | None:
+    """A new or changed agent may only name an endpoint that is configured now and speaks its provider;
+    an agent that names no provider gets the endpoint's.
+
+    (Stored agents are not checked again: one whose endpoint the operator removed still reads; its
+    runs fail with a clear error.)
+    """
+    if model is None or model.endpoint is None:
+        return model
+    endpoints = get_settings().endpoints
+    endpoint = endpoints.get(model.endpoint)
+    if endpoint is None:
+        known = ", ".join(sorted(endpoints)) or "none"
+        raise ValueError(f"unknown endpoint {model.endpoint!r}; configured: {known}")
+    if "provider" not in model.model_fields_set:
+        return model.model_copy(update={"provider": endpoint.provider})
+    if endpoint.provider != model.provider:
+        raise ValueError(f"endpoint {model.endpoint!r} speaks {endpoint.provider}, not {model.provider}")
+    return model
+
 
 class MemoryConfig(_Strict):
     enabled: bool = True
     history_messages: int = Field(20, ge=0, le=200)
+
+
+def _stored(model: ModelConfig) -> ModelConfig:
+    return model
 
 
 def _check_tools(tools: list[str]) -> list[str]:
@@ -56,6 +113,7 @@ class AgentSpec(_Strict):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
 
     _tools = field_validator("tools")(_check_tools)
+    _endpoint = field_validator("model")(_check_endpoint)
 
 
 class AgentPatch(_Strict):
@@ -72,6 +130,8 @@ class AgentPatch(_Strict):
     def _known_tools(cls, value: list[str] | None) -> list[str] | None:
         return None if value is None else _check_tools(value)
 
+    _endpoint = field_validator("model")(_check_endpoint)
+
 
 class Agent(AgentSpec):
     """A stored agent."""
@@ -80,3 +140,6 @@ class Agent(AgentSpec):
     created_at: str
     updated_at: str
     version: int = 1
+
+    # what was checked when it was written is not checked again on every read
+    _endpoint = field_validator("model")(_stored)

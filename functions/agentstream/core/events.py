@@ -80,6 +80,8 @@ class Metadata:
 class Error:
     message: str
     code: str
+    # seconds the provider asked to wait (rate_limited), when it said; for HTTP answers, not the stream
+    retry_after: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,13 +35,14 @@ if TYPE_CHECKING:
     from agentstream.config import Settings
     from agentstream.core.agents import Agent
     from agentstream.core.ports import ChatStore
+    from agentstream.core.providers import ModelChoice
     from agentstream.core.providers.base import ModelProvider
 
 __all__ = ["ChatInput", "ChatService"]
 
 logger = logging.getLogger(__name__)
 
-ProviderFactory = Callable[[str, "Settings"], Awaitable["ModelProvider"]]
+ProviderFactory = Callable[["ModelChoice", "Settings"], Awaitable["ModelProvider"]]
 
 # What the end of an invocation keeps for the run's last writes after a timeout's Done.
 _LAST_WRITES_SECONDS = 0.25
@@ -136,7 +137,7 @@ class ChatService:
             if agent.memory.enabled and request.history is None
             else _nothing(),
             self.store.memories.list(tenant, agent.id, user_id) if remembers else _nothing(),
-            self._providers(agent.model.provider, settings),
+            self._providers(agent.model, settings),
             self.store.runs.create(tenant, record),
             self.store.active_runs.put(tenant, agent.id, session_id, run_id, until_ms=_epoch_ms(end))
             if request.resumable

@@ -43,6 +43,8 @@ _TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit
 _RUN_STATUS = {
     "rate_limited": 429,
     "context_length_exceeded": 400,
+    # the agent's model is unknown to its provider: the operator's configuration, not the request
+    "model_not_found": 502,
     "store_unavailable": 503,
     "upstream_timeout": 504,
     "timeout": 504,

@@ -13,6 +13,7 @@ from agentstream.config import Settings
 from agentstream.core.agents import Agent, MemoryConfig, ModelConfig
 from agentstream.core.events import Done, Event, TextDelta
 from agentstream.core.ports import HistoryMessage, MemoryItem
+from agentstream.core.providers import ModelChoice
 from agentstream.core.providers.base import (
     Message,
     ModelProvider,
@@ -187,7 +188,7 @@ async def test_memory_off_reports_no_memories_and_failing_history_is_no_error_ev
 async def test_a_provider_that_fails_to_start_leaves_no_running_record() -> None:
     store = _store()
 
-    async def broken(name: str, settings: Settings) -> ModelProvider:
+    async def broken(model: ModelChoice, settings: Settings) -> ModelProvider:
         raise RuntimeError("no provider")
 
     chat = ChatService(store, _settings(), providers=broken)
@@ -276,7 +277,7 @@ class _Recording:
     def __init__(self) -> None:
         self.requests: list[ModelRequest] = []
 
-    async def factory(self, name: str, settings: Settings) -> ModelProvider:
+    async def factory(self, model: ModelChoice, settings: Settings) -> ModelProvider:
         inner = ScriptedProvider()
         requests = self.requests
 

@@ -319,24 +319,30 @@ async def test_fold_system_without_a_user_message_sends_the_system_text_as_one(
 
 
 @pytest.mark.parametrize(
-    ("reply", "expected"),
+    ("reply", "expected", "code"),
     [
         pytest.param(
             Reply.error(401, "Incorrect API key provided: sk-secret-42. Find your key at platform."),
             r"HTTP 401: Incorrect API key provided: \[redacted\]",
+            "upstream_auth",
             id="openai-error-body",
         ),
         pytest.param(
-            Reply(429).raw('{"error": "model is overloaded"}'), r"HTTP 429: model is overloaded", id="ollama"
+            Reply(429).raw('{"error": "model is overloaded"}'),
+            r"HTTP 429: model is overloaded",
+            "rate_limited",
+            id="ollama",
         ),
         pytest.param(
             Reply(400).raw('{"object": "error", "message": "max_tokens is too large", "code": 400}'),
             r"HTTP 400: max_tokens is too large",
+            "upstream_error",
             id="vllm",
         ),
         pytest.param(
             Reply(502, headers={"content-type": "text/html"}).raw("<html>\n<h1>Bad   Gateway</h1></html>"),
             r"HTTP 502: <html> <h1>Bad Gateway</h1></html>",
+            "upstream_error",
             id="html",
         ),
         pytest.param(
@@ -344,27 +350,32 @@ async def test_fold_system_without_a_user_message_sends_the_system_text_as_one(
                 '{"detail": [{"loc": ["body", "temperature"], "msg": "Input should be a number"}]}'
             ),
             r"HTTP 422: Input should be a number$",
+            "upstream_error",
             id="fastapi",
         ),
-        pytest.param(Reply(503), r"HTTP 503: Service Unavailable", id="empty-body"),
+        pytest.param(Reply(503), r"HTTP 503: Service Unavailable", "upstream_error", id="empty-body"),
         pytest.param(
-            Reply(500).raw('{"unexpected": true}'), r'HTTP 500: \{"unexpected": true\}', id="unknown-json"
+            Reply(500).raw('{"unexpected": true}'),
+            r'HTTP 500: \{"unexpected": true\}',
+            "upstream_error",
+            id="unknown-json",
         ),
         pytest.param(
             Reply(200, headers={"content-type": "application/json"}).raw('{"error": {"message": "quota"}}'),
             r"JSON instead of an event stream: quota",
+            "upstream_error",
             id="json-200",
         ),
     ],
 )
 async def test_http_errors_carry_the_status_and_the_upstream_message(
-    fake_openai: FakeOpenAI, reply: Reply, expected: str
+    fake_openai: FakeOpenAI, reply: Reply, expected: str, code: str
 ) -> None:
     fake_openai.enqueue(reply)
     provider = OpenAIProvider(base_url=fake_openai.base_url, api_key="sk-secret-42")
     with pytest.raises(UpstreamError, match=expected) as caught:
         await collect(provider)
-    assert type(caught.value) is UpstreamError
+    assert caught.value.code == code
     assert "sk-secret-42" not in caught.value.message
 
 

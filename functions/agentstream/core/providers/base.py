@@ -4,8 +4,10 @@ A provider is an object with ``stream(request)`` returning an async iterator of 
 Text arrives as ``TextChunk`` as soon as the upstream produces it (already decoded: a chunk never holds
 half a character); tool calls arrive whole (``ToolCallRequest``, arguments parsed) once the upstream
 has finished streaming them; ``UsageReport`` when the upstream reports token counts; ``StepEnd`` last.
-Failures raise ``agentstream.errors.UpstreamError`` (or ``UpstreamTimeout``) with a message that is
-safe to show a user (no API keys, no raw bodies beyond a short excerpt).
+Failures raise ``agentstream.errors.UpstreamError`` or one of its kinds (``UpstreamAuthError``,
+``UpstreamRateLimited``, ``ContextLengthExceeded``, ``ModelNotFound``, ``UpstreamTimeout``: the
+contract's error codes, see ``_errors.classify``), marked ``retryable`` when another try may work,
+with a message that is safe to show a user (no API keys, no raw bodies beyond a short excerpt).
 
 Closing the iterator early (``aclose()``, task cancellation) must close the upstream request promptly.
 """
@@ -19,6 +21,7 @@ from typing import Any, Literal, Protocol
 from agentstream.core.events import Usage
 
 __all__ = [
+    "EndpointAccess",
     "Message",
     "ModelProvider",
     "ModelRequest",
@@ -88,6 +91,15 @@ class StepEnd:
 
 
 ProviderEvent = TextChunk | ToolCallRequest | UsageReport | StepEnd
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointAccess:
+    """A named endpoint (``AGENTSTREAM_ENDPOINTS``), resolved: its URL and key (None: it takes none)."""
+
+    name: str
+    base_url: str
+    api_key: str | None = field(default=None, repr=False)
 
 
 class ModelProvider(Protocol):

@@ -16,32 +16,37 @@ Works with OpenAI, Zhipu GLM, DeepSeek, vLLM, Ollama and the llama.cpp server. D
 - A stream is complete at ``data: [DONE]`` or, for servers that omit it, at the end of the body after a
   ``finish_reason``; ending any other way means the connection dropped, which is an error. After
   ``[DONE]`` the end of the body is still read (briefly), so that the connection can be reused.
-- Every failure becomes ``UpstreamError`` / ``UpstreamTimeout`` raised ``from`` its cause, with a message
-  fit for a user: the HTTP status and a short excerpt of the upstream's own message, the key redacted.
+- Every failure becomes an ``UpstreamError`` with the contract's code (``_errors.classify``: an HTTP
+  status, or the error's type or code in the body or a mid-stream error chunk) raised ``from`` its cause,
+  with a message fit for a user: the HTTP status and a short excerpt of the upstream's own message, the
+  key redacted.
 
-Without an injected client, calls share one ``httpx.AsyncClient`` per event loop (`shared_client`), so
-a run's second model call, and the next run's, reuse the kept-alive connection instead of paying a new
-TCP and TLS handshake. A client is never shared across loops: its connections belong to the loop that
-opened them, and the Lambda buffered path, uvicorn and the tests each run loops of their own.
+Without an injected client, calls share one ``httpx.AsyncClient`` per event loop (``_http.shared_client``,
+also used by the ``anthropic`` provider), so a run's second model call, and the next run's, reuse the
+kept-alive connection instead of paying a new TCP and TLS handshake.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import re
-import threading
 import uuid
-import weakref
 from dataclasses import dataclass, field
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from agentstream.core.events import Usage
+from agentstream.core.providers._http import (
+    error_detail,
+    excerpt,
+    read_error_body,
+    read_to_the_end,
+    shared_client,
+    transport_error,
+    warm_up,
+)
 from agentstream.core.providers._sse import SSEDecoder
+from agentstream.core.providers._text import pair_surrogates
 from agentstream.core.providers.base import (
     Message,
     ModelRequest,
@@ -52,53 +57,15 @@ from agentstream.core.providers.base import (
     ToolSpec,
     UsageReport,
 )
-from agentstream.errors import UpstreamError, UpstreamTimeout
+from agentstream.errors import UpstreamError
 
 if TYPE_CHECKING:
-    import ssl
-    from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+    from collections.abc import AsyncGenerator, Sequence
 
     from agentstream.config import Settings
+    from agentstream.core.providers.base import EndpointAccess
 
-__all__ = ["OpenAIProvider", "shared_client", "warm_up"]
-
-_EXCERPT_CHARS = 200
-_ERROR_BODY_BYTES = 16_384
-# How long the end of the body may take after ``[DONE]`` (it normally comes in the same read).
-_END_AFTER_DONE_SECONDS = 0.25
-# Per event loop. Each streamed call holds a connection for its whole reply, so max_connections caps
-# the model calls one process streams at once (more wait for a free one, up to the read timeout).
-# Idle connections live 30 s: across a tool step and the gap between two invocations, and below the
-# usual 60 s idle timeout of load balancers; one the server closed first is noticed and not reused.
-_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30.0)
-
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
-    weakref.WeakKeyDictionary()
-)
-_clients_lock = threading.Lock()
-
-
-def warm_up() -> None:
-    """Pay now, at start-up, what the first model call would: the TLS context (the CA bundle) and the
-    connection layers that httpx and anyio import only when they first connect."""
-    import httpcore  # noqa: F401  (httpx's transport: imported when its first client is made)
-    from anyio import connect_tcp  # noqa: F401  (anyio loads its socket layer on first use)
-
-    _ssl_context()
-
-
-def shared_client() -> httpx.AsyncClient:
-    """The running event loop's client, made on first use (and again if it was closed)."""
-    loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None or client.is_closed:
-        with _clients_lock:
-            # A client's kept-alive connections refer to their loop, so a weak key alone would never let
-            # a closed loop (and its client) go.
-            for closed in [other for other in _clients if other.is_closed()]:
-                del _clients[closed]
-            client = _clients[loop] = httpx.AsyncClient(verify=_ssl_context(), limits=_LIMITS)
-    return client
+__all__ = ["OpenAIProvider", "create", "shared_client", "warm_up"]
 
 
 class OpenAIProvider:
@@ -140,22 +107,22 @@ class OpenAIProvider:
                         if sse.data == "[DONE]":
                             step.done = True
                             break
-                        text, held = _pair_surrogates(held + self._apply(step, sse.event, sse.data))
+                        text, held = pair_surrogates(held + self._apply(step, sse.event, sse.data))
                         if text:
                             yield TextChunk(text)
                     if step.done:
-                        await _read_to_the_end(chunks)
+                        await read_to_the_end(chunks)
                         break
                 if held:
                     yield TextChunk("\ufffd")  # the model's text ended inside a character
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(_timeout_message(exc)) from exc
         except httpx.HTTPError as exc:
-            raise UpstreamError(self._transport_message(exc)) from exc
+            raise transport_error(exc, url=self._url, redact=self._redact) from exc
         except UnicodeDecodeError as exc:
             raise UpstreamError("the model API sent a stream that is not valid UTF-8") from exc
         if not step.done and step.finish_reason is None:
-            raise UpstreamError("the model API closed the connection before the reply was complete")
+            raise UpstreamError(
+                "the model API closed the connection before the reply was complete", retryable=True
+            )
         calls = step.tool_calls()
         for call in calls:
             yield call
@@ -184,72 +151,48 @@ class OpenAIProvider:
         content_type = response.headers.get("content-type", "")
         if response.is_success and not content_type.startswith("application/json"):
             return
-        body = bytearray()
-        async for data in response.aiter_bytes():
-            body += data
-            if len(body) >= _ERROR_BODY_BYTES:
-                break
-        detail = self._redact(_error_text(body.decode("utf-8", errors="replace")))
+        detail, kind = error_detail(await read_error_body(response))
+        detail = self._redact(detail)
         if not response.is_success:
-            reason = detail or response.reason_phrase
-            raise UpstreamError(f"the model API answered HTTP {response.status_code}: {reason}")
+            # (its patterns are compiled on the first failure, not at start-up)
+            from agentstream.core.providers._errors import classify, retry_after
+
+            status = response.status_code
+            raise classify(
+                f"the model API answered HTTP {status}: {detail or response.reason_phrase}",
+                status=status,
+                kind=kind,
+                detail=detail,
+                retry_after=retry_after(response.headers),
+            )
         raise UpstreamError(f"the model API answered JSON instead of an event stream: {detail}")
 
     def _apply(self, step: _Step, event: str, data: str) -> str:
         """Parse one stream event into ``step``; return its text."""
         if event == "error":
-            detail = self._redact(_error_text(data))
-            raise UpstreamError(f"the model API reported an error mid-stream: {detail}")
+            raise self._stream_error(data)
         try:
             chunk = json.loads(data)
         except ValueError as exc:
-            raise UpstreamError(f"the model API sent a malformed stream chunk: {_excerpt(data)}") from exc
+            raise UpstreamError(f"the model API sent a malformed stream chunk: {excerpt(data)}") from exc
         if not isinstance(chunk, dict):
-            raise UpstreamError(f"the model API sent a malformed stream chunk: {_excerpt(data)}")
+            raise UpstreamError(f"the model API sent a malformed stream chunk: {excerpt(data)}")
         if chunk.get("error") is not None:
-            detail = self._redact(_message_of(chunk) or _excerpt(data))
-            raise UpstreamError(f"the model API reported an error mid-stream: {detail}")
+            raise self._stream_error(data)
         try:
             return step.apply(chunk)
         except (AttributeError, TypeError) as exc:  # a field of an unexpected type
-            raise UpstreamError(f"the model API sent a malformed stream chunk: {_excerpt(data)}") from exc
+            raise UpstreamError(f"the model API sent a malformed stream chunk: {excerpt(data)}") from exc
 
-    def _transport_message(self, exc: httpx.HTTPError) -> str:
-        if isinstance(exc, httpx.ConnectError):
-            return f"could not connect to the model API at {self._url}"
-        if isinstance(exc, httpx.RemoteProtocolError):
-            return "the model API closed the connection before the reply was complete"
-        return self._redact(f"the model API request failed: {type(exc).__name__}: {_excerpt(str(exc))}")
+    def _stream_error(self, data: str) -> UpstreamError:
+        from agentstream.core.providers._errors import classify
+
+        detail, kind = error_detail(data)
+        detail = self._redact(detail)
+        return classify(f"the model API reported an error mid-stream: {detail}", kind=kind, detail=detail)
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "[redacted]") if self._api_key else text
-
-
-async def _read_to_the_end(chunks: AsyncIterator[bytes]) -> None:
-    """Read what follows ``[DONE]``: a connection whose response was not read to its end is closed, not
-    reused. A server that keeps the body open does not hold up the step; its connection is closed."""
-    with contextlib.suppress(TimeoutError, httpx.HTTPError):
-        async with asyncio.timeout(_END_AFTER_DONE_SECONDS):
-            async for _ in chunks:
-                pass
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _pair_surrogates(text: str) -> tuple[str, str]:
-    """Text safe to send, and a trailing high surrogate to hold for the next chunk.
-
-    JSON may escape a character outside the BMP as a surrogate pair (``"\\ud83d\\ude00"``), and a
-    server may put the two halves in two chunks: joined here, they become the one real character.
-    A surrogate that has no partner at all is not text: it becomes U+FFFD rather than break encoding.
-    """
-    if not _SURROGATE.search(text):
-        return text, ""
-    held = ""
-    if "\ud800" <= text[-1] <= "\udbff":
-        text, held = text[:-1], text[-1]
-    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace"), held
 
 
 @dataclass
@@ -318,7 +261,7 @@ def _finish_call(call: _PartialCall) -> ToolCallRequest:
         arguments = json.loads(raw) if raw.strip() else {}
     except ValueError as exc:
         raise UpstreamError(
-            f"the model sent invalid JSON arguments for tool {call.name!r}: {_excerpt(raw)}"
+            f"the model sent invalid JSON arguments for tool {call.name!r}: {excerpt(raw)}"
         ) from exc
     if not isinstance(arguments, dict):
         raise UpstreamError(f"the model sent arguments for tool {call.name!r} that are not a JSON object")
@@ -370,66 +313,26 @@ def _tool(spec: ToolSpec) -> dict[str, Any]:
     }
 
 
-def _error_text(text: str) -> str:
-    """The upstream's own error message from an error body (JSON in any of the usual shapes, or text)."""
-    try:
-        payload = json.loads(text)
-    except ValueError:
-        return _excerpt(text)
-    return _message_of(payload) or _excerpt(text)
-
-
-def _message_of(payload: Any) -> str:
-    """``{"error": {"message"}}`` (OpenAI, Zhipu, DeepSeek), ``{"error": "..."}`` (Ollama, llama.cpp),
-    ``{"message"}`` (vLLM), ``{"detail": str or [{"msg"}]}`` (FastAPI servers)."""
-    if isinstance(payload, list) and payload:
-        return _message_of(payload[0])
-    if not isinstance(payload, dict):
-        return ""
-    for key in ("error", "message", "detail", "msg"):
-        value = payload.get(key)
-        if isinstance(value, str) and value:
-            return _excerpt(value)
-        nested = _message_of(value) if isinstance(value, dict | list) else ""
-        if nested:
-            return nested
-    return ""
-
-
-def _excerpt(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= _EXCERPT_CHARS else flat[: _EXCERPT_CHARS - 1] + "…"
-
-
 def _int(value: Any) -> int:
     return value if isinstance(value, int) else 0
 
 
-def _timeout_message(exc: httpx.TimeoutException) -> str:
-    if isinstance(exc, httpx.ConnectTimeout):
-        return "timed out connecting to the model API"
-    if isinstance(exc, httpx.ReadTimeout):
-        return "the model API stopped sending (read timeout)"
-    return "the model API request timed out"
+async def create(settings: Settings, endpoint: EndpointAccess | None = None) -> OpenAIProvider:
+    """The provider as configured by the environment (the key may come from Secrets Manager), or at a
+    named endpoint's URL with its key."""
+    if endpoint is not None:
+        base_url, api_key = endpoint.base_url, endpoint.api_key
+    else:
+        base_url = settings.openai_base_url
+        api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        if api_key is None and settings.openai_api_key_secret_id:
+            from agentstream.secrets import get_secret
 
-
-@cache
-def _ssl_context() -> ssl.SSLContext:
-    """Built once: loading the CA bundle costs tens of milliseconds, too much for every model call."""
-    return httpx.create_ssl_context()
-
-
-async def create(settings: Settings) -> OpenAIProvider:
-    """The provider as configured by the environment (the key may come from Secrets Manager)."""
-    api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-    if api_key is None and settings.openai_api_key_secret_id:
-        from agentstream.secrets import get_secret
-
-        api_key = await get_secret(settings.openai_api_key_secret_id)
+            api_key = await get_secret(settings.openai_api_key_secret_id)
     return OpenAIProvider(
-        base_url=settings.openai_base_url,
+        base_url=base_url,
         api_key=api_key,
         connect_timeout=settings.upstream_connect_timeout,
         read_timeout=settings.upstream_read_timeout,
-        fold_system_into_user=settings.openai_fold_system,
+        fold_system_into_user=settings.openai_fold_system and endpoint is None,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -19,8 +20,16 @@ from agentstream.web.sse import MEDIA_TYPE, EventStreamResponse, closing
 
 router = APIRouter(tags=["chat"])
 
-# HTTP status of a JSON chat whose run ended with an error event, by the event's code
-_ERROR_STATUS = {"upstream_timeout": 504, "step_limit_exceeded": 502, "store_unavailable": 503}
+# HTTP status of a JSON chat whose run ended with an error event, by the event's code (other
+# ``upstream_*`` codes: 502; anything else: 500)
+_ERROR_STATUS = {
+    "upstream_timeout": 504,
+    "step_limit_exceeded": 502,
+    "store_unavailable": 503,
+    "rate_limited": 429,
+    "context_length_exceeded": 400,
+    "model_not_found": 502,
+}
 
 
 async def _start(
@@ -75,6 +84,8 @@ async def chat_json(
     if error is not None:
         status = _ERROR_STATUS.get(error.code, 502 if error.code.startswith("upstream") else 500)
         content = {"error": {"code": error.code, "message": error.message}, "data": data}
+        if error.retry_after is not None and error.retry_after > 0:
+            headers["Retry-After"] = str(math.ceil(error.retry_after))
         return JSONResponse(content, status_code=status, headers=headers, background=background)
     return JSONResponse({"data": data}, headers=headers, background=background)
 

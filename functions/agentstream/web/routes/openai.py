@@ -5,6 +5,7 @@ The wire format lives in ``web/openai.py``; errors on these paths take OpenAI's 
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import datetime
 from typing import Annotated, Any
@@ -155,5 +156,7 @@ async def chat_completions(
         status = error_status(code)
         if done.status == "cancelled":
             headers["x-should-retry"] = "false"  # OpenAI's SDKs retry 409; a cancelled run stays so
+        if error is not None and error.retry_after is not None and error.retry_after > 0:
+            headers["Retry-After"] = str(math.ceil(error.retry_after))
         return JSONResponse(error_body(status, code, message), status, headers, background=background)
     return JSONResponse(completion(completion_id, body.model, done), headers=headers, background=background)
