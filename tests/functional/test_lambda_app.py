@@ -4,7 +4,6 @@ with DynamoDB on moto's server and the model on the fake OpenAI upstream."""
 from __future__ import annotations
 
 import asyncio
-
 import json
 import statistics
 import time
