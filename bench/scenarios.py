@@ -7,6 +7,7 @@ stime from /proc/<pid>/stat around a batch of streams, with nothing else sent to
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import os
@@ -54,6 +55,9 @@ class Config:
     import_repeats: int
     lambda_colds: int
     lambda_warm: int
+    lmi_levels: tuple[int, ...]
+    lmi_tokens: int
+    lmi_forks: int
 
     @classmethod
     def make(cls, quick: bool) -> Config:
@@ -74,6 +78,9 @@ class Config:
             import_repeats=3 if quick else 7,
             lambda_colds=2 if quick else 9,
             lambda_warm=3 if quick else 5,
+            lmi_levels=(8, 32) if quick else (8, 32, 64),
+            lmi_tokens=50 if quick else 100,
+            lmi_forks=4 if quick else 8,
         )
 
 
@@ -648,6 +655,179 @@ def lambda_path(stack: Stack, cfg: Config, ctx: dict[str, Any]) -> list[Figure]:
     ]  # fmt: skip
 
 
+# --- 7. many streams per Lambda environment (Lambda Managed Instances) ------------------------------
+
+LMI_CADENCE_MS = 30.0
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return math.nan
+
+
+def _lambda_env(stack: Stack, address: str, task_root: Path, concurrency: int) -> dict[str, str]:
+    return stack.app_env(
+        stack.dynamodb,
+        AWS_LAMBDA_RUNTIME_API=address,
+        _HANDLER="agentstream.handlers.stream.handler",
+        LAMBDA_TASK_ROOT=str(task_root),
+        AWS_LAMBDA_FUNCTION_NAME="agentstream",
+        AWS_LAMBDA_FUNCTION_MEMORY_SIZE="2048",
+        AWS_LAMBDA_LOG_STREAM_NAME="bench",
+        AWS_LAMBDA_MAX_CONCURRENCY=str(concurrency),
+    )
+
+
+async def _initialised(emulator: Any, runtime: Any, slots: int) -> None:
+    deadline = time.monotonic() + 60
+    while emulator.connections < slots:  # every slot asks for its first event once init is done
+        if runtime.exited() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the Lambda runtime did not start (log: {runtime.log})")
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.5)
+
+
+def _lag_ms(stream: Stream) -> list[float]:
+    """Added latency of each token: how much longer than the provider's 30 ms its gap to the previous
+    one was. The scripted provider sleeps 30 ms after each delta, so a token held up by a busy loop
+    shows as one long gap (and does not push the tokens after it further behind)."""
+    at = [e.at for e in stream.of("content")]
+    return [max(0.0, (later - earlier) * 1000 - LMI_CADENCE_MS) for earlier, later in itertools.pairwise(at)]
+
+
+async def _lmi_level(
+    stack: Stack, task_root: Path, event: dict[str, Any], text: str, streams: int
+) -> dict[str, Any]:
+    from tests.functional.runtime_api_emulator import RuntimeApiEmulator
+
+    async with RuntimeApiEmulator() as emulator:
+        env = _lambda_env(stack, emulator.address, task_root, streams)
+        runtime = stack.spawn(f"lmi-{streams}", [str(BOOTSTRAP), sys.executable], env, cwd=task_root)
+        try:
+            await _initialised(emulator, runtime, streams)
+            await _invoke(emulator, event, text)  # warm: the first invocation's one-off work
+            await asyncio.sleep(0.3)
+            idle = _rss_mb(runtime.pid)
+            peak = idle
+            started = time.monotonic()
+            futures = [emulator.invoke(event) for _ in range(streams)]
+            pending = asyncio.gather(*futures)
+            while not pending.done():
+                peak = max(peak, _rss_mb(runtime.pid))
+                await asyncio.sleep(0.05)
+            results = await pending
+            problems, lags = [], []
+            for result in results:
+                stream = Stream(
+                    sent_at=started,
+                    status=(result.prelude or {}).get("statusCode", 0),
+                    events=parse_sse([(chunk.data, chunk.at) for chunk in result.chunks]),
+                )
+                if problem := _check(stream, text):
+                    problems.append(problem)
+                lags += _lag_ms(stream)
+            emulator.assert_clean()
+        finally:
+            stack.stop(runtime)
+    return {
+        "idle": idle,
+        "peak": peak,
+        "lags": lags,
+        "problems": problems,
+        "peak_slots": emulator.peak_outstanding,
+    }
+
+
+async def _forked_rss(stack: Stack, task_root: Path, processes: int) -> float:
+    """RSS of one runtime process that imported the handler, as the managed runtime forks per slot."""
+    from tests.functional.runtime_api_emulator import RuntimeApiEmulator
+
+    async with RuntimeApiEmulator() as emulator:
+        runtimes = []
+        try:
+            for n in range(processes):
+                env = _lambda_env(stack, emulator.address, task_root, 1)
+                runtimes.append(
+                    stack.spawn(f"lmi-fork-{n}", [str(BOOTSTRAP), sys.executable], env, cwd=task_root)
+                )
+            deadline = time.monotonic() + 120
+            while emulator.connections < processes:
+                if time.monotonic() > deadline or any(r.exited() is not None for r in runtimes):
+                    raise RuntimeError("a fork-per-slot runtime did not start")
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+            return median(_rss_mb(r.pid) for r in runtimes)
+        finally:
+            for r in runtimes:
+                stack.stop(r)
+
+
+def lmi(stack: Stack, cfg: Config, ctx: dict[str, Any]) -> list[Figure]:
+    text = reply(cfg.lmi_tokens, cfg.delta_chars)
+    options = {"reply": text, "delta_chars": cfg.delta_chars, "delay_ms": LMI_CADENCE_MS}
+    agent = stack.create_agent(
+        {"name": "bench-lmi", "model": {"provider": "scripted", "name": "s", "options": options},
+         "memory": {"enabled": False}}
+    )  # fmt: skip
+    event = _lambda_event(agent, {"message": "go"})
+    task_root = stack.workdir / "lambda-task"
+    task_root.mkdir(exist_ok=True)
+
+    async def run() -> tuple[float, dict[int, dict[str, Any]], dict[str, Any]]:
+        forked = await _forked_rss(stack, task_root, cfg.lmi_forks)
+        single = await _lmi_level(stack, task_root, event, text, 1)
+        return forked, {n: await _lmi_level(stack, task_root, event, text, n) for n in cfg.lmi_levels}, single
+
+    forked, levels, single = asyncio.run(run())
+    section = (
+        "7. Many streams per Lambda environment: one runtime process, N slots (Lambda Managed Instances)"
+    )
+    figures = []
+    single_p95 = percentile(single["lags"], 95)
+    for n, out in levels.items():
+        note = (
+            f"{n} streams of {cfg.lmi_tokens} tokens {LMI_CADENCE_MS:.0f} ms apart (scripted, memory off); "
+            f"RSS idle {out['idle']:.0f} MB, peak {out['peak']:.0f} MB, {out['peak_slots']} in flight; "
+            f"fork-per-slot: {n} x {forked:.0f} MB = {n * forked:.0f} MB (median RSS of {cfg.lmi_forks} "
+            "runtime processes that imported the handler)"
+        )
+        if out["problems"]:
+            note += f"; ERRORS: {out['problems'][:3]}"
+        per_stream = (out["peak"] - out["idle"]) / n
+        figures.append(
+            Figure(
+                section,
+                f"lmi.rss_per_stream.{n}",
+                f"{n} streams: RSS per extra stream",
+                "MB",
+                per_stream,
+                forked,
+                "fork-per-slot (one process per slot)",
+                value_max=2.0,
+                target_source="brief",
+                note=note,
+                samples={"idle": out["idle"], "peak": out["peak"], "fork": forked},
+            )
+        )
+        figures.append(
+            Figure(
+                section,
+                f"lmi.added_p95.{n}",
+                f"{n} streams: added latency per token, p95",
+                "ms",
+                percentile(out["lags"], 95),
+                single_p95,
+                "one stream alone",
+                value_max=50.0 if n == max(cfg.lmi_levels) else None,
+                target_source="brief" if n == max(cfg.lmi_levels) else "",
+                samples={"ours": out["lags"], "baseline": single["lags"]},
+            )
+        )
+    return figures  # fmt: skip
+
+
 SCENARIOS: list[tuple[str, Callable[[Stack, Config, dict[str, Any]], list[Figure]]]] = [
     ("1", cpu_per_event),
     ("2", latency),
@@ -655,6 +835,7 @@ SCENARIOS: list[tuple[str, Callable[[Stack, Config, dict[str, Any]], list[Figure
     ("4", ttfb),
     ("5", cold_start),
     ("6", lambda_path),
+    ("7", lmi),
 ]
 
 

@@ -6,7 +6,9 @@ sizes itself), the trailers, the error documents. Every deviation is recorded in
 answered with a 400); tests call ``assert_clean()``. Each body chunk is stamped with ``time.monotonic()``
 when it arrives, so tests can prove that nothing was buffered on the way. ``polled`` is set when the
 runtime first asks for an invocation (its init is over), and ``handed_out`` stamps when each event went
-out, so tests can time an invocation from the runtime's side. ``invoke(on_stream=)`` hands over a streamed
+out, so tests can time an invocation from the runtime's side. Each connection is served on its own, so a
+runtime with several slots gets several invocations at once (one per waiting `/next`); ``peak_outstanding``
+is the most that were ever handed out and not yet answered. ``invoke(on_stream=)`` hands over a streamed
 answer as it arrives (the prelude, then each body chunk, then None), for a front that serves it on.
 """
 
@@ -93,6 +95,7 @@ class RuntimeApiEmulator:
         self._queue: asyncio.Queue[_Queued] = asyncio.Queue()
         self._results: dict[str, asyncio.Future[Result]] = {}
         self._outstanding: set[str] = set()
+        self.peak_outstanding = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._drop_after_chunks: dict[str, int] = {}
@@ -202,6 +205,7 @@ class RuntimeApiEmulator:
             self.polled.set()
             queued = await self._queue.get()
             self._outstanding.add(queued.request_id)
+            self.peak_outstanding = max(self.peak_outstanding, len(self._outstanding))
             self.handed_out[queued.request_id] = time.monotonic()
             await _write_response(writer, 200, queued.headers, queued.body)
             return True

@@ -108,6 +108,29 @@ def stream_until_closed(event: dict[str, Any], context: Any) -> AsyncIterator[An
     return body()
 
 
+def trace(event: dict[str, Any], context: Any) -> Any:
+    """The trace id as the handler's thread sees it, then again on the loop after a pause."""
+    from lambda_streaming import trace_id
+
+    on_thread = trace_id()
+
+    async def later() -> Any:
+        await asyncio.sleep(event.get("pause", 0.05))
+        return {
+            "seen": [on_thread, trace_id()],
+            "env": os.environ.get("_X_AMZN_TRACE_ID"),
+            "request_id": context.aws_request_id,
+        }
+
+    return later()
+
+
+def block(event: dict[str, Any], context: Any) -> Any:
+    """A synchronous handler that holds its thread."""
+    time.sleep(event["seconds"])
+    return {"blocked": event["seconds"]}
+
+
 def _mark_closed(path: str) -> None:
     Path(path).write_text("closed")
 
@@ -122,4 +145,6 @@ KINDS = {
     "stream_raise_before_prelude": stream_raise_before_prelude,
     "stream_empty_chunks": stream_empty_chunks,
     "stream_until_closed": stream_until_closed,
+    "trace": trace,
+    "block": block,
 }

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[2]
 Template = dict[str, Any]
+# The Lambda Managed Instances variant (off by default) exists in template.yaml only for now.
+SAM_ONLY_CONDITIONS = {"ManagedInstancesEnabled"}
+SAM_ONLY_OUTPUTS = {"ManagedInstancesFunctionUrl"}
 
 
 def _sam_function(sam: Template) -> Template:
@@ -234,7 +237,10 @@ def test_both_templates_stream_through_a_regional_rest_api(
 def test_both_templates_share_conditions_parameters_and_logs(
     sam_template: Template, serverless_config: Template
 ) -> None:
-    assert sam_template["Conditions"] == serverless_config["resources"]["Conditions"]
+    sam_conditions = {
+        name: value for name, value in sam_template["Conditions"].items() if name not in SAM_ONLY_CONDITIONS
+    }
+    assert sam_conditions == serverless_config["resources"]["Conditions"]
     sam_params = sam_template["Parameters"]
     sls_defaults = serverless_config["params"]["default"]
     sls_params = serverless_config["resources"]["Parameters"]
@@ -274,7 +280,7 @@ def test_outputs_give_what_a_deployer_needs(sam_template: Template, serverless_c
     assert {"RestApiUrl", "TableName", "AdminKeySecretArn", "OpenAIApiKeySecretArn"} <= outputs.keys()
     sls_outputs = serverless_config["resources"]["Outputs"]
     assert sls_outputs["FunctionUrl"]["Value"] == {"Fn::GetAtt": ["StreamLambdaFunctionUrl", "FunctionUrl"]}
-    assert outputs.keys() == sls_outputs.keys()
+    assert outputs.keys() - SAM_ONLY_OUTPUTS == sls_outputs.keys()
 
 
 def test_samconfig_environments_set_only_template_parameters(sam_template: Template) -> None:
@@ -301,3 +307,25 @@ def test_stages_have_the_same_settings_in_both_tools(serverless_config: Template
         assert overrides["Stage"] == stage
         stage_params = {**serverless_config["params"]["default"], **serverless_config["params"][stage]}
         assert str(stage_params["logRetentionInDays"]) == overrides["LogRetentionInDays"]
+
+
+def test_the_managed_instances_variant_is_off_by_default_and_complete(sam_template: Template) -> None:
+    assert sam_template["Parameters"]["ManagedInstances"]["Default"] == "false"
+    resources = _sam_resources(sam_template)
+    managed = {name for name, r in resources.items() if r.get("Condition") == "ManagedInstancesEnabled"}
+    assert managed == {"CapacityProvider", "StreamFunctionManaged", "DependenciesLayerManaged"}
+    function = {**sam_template["Globals"]["Function"], **resources["StreamFunctionManaged"]["Properties"]}
+    assert function["Runtime"] == "python3.13"  # the first Python that Lambda Managed Instances run
+    assert function["CapacityProviderConfig"] == {
+        "Arn": {"Fn::GetAtt": ["CapacityProvider", "Arn"]},
+        "PerExecutionEnvironmentMaxConcurrency": {"Ref": "ManagedInstancesMaxConcurrency"},
+        "ExecutionEnvironmentMemoryGiBPerVCpu": {"Ref": "ManagedInstancesMemoryGiBPerVCpu"},
+    }
+    assert function["AutoPublishAlias"]  # only published versions run on a capacity provider
+    assert function["Layers"] == [{"Ref": "StreamingRuntimeLayer"}, {"Ref": "DependenciesLayerManaged"}]
+    assert resources["DependenciesLayerManaged"]["Metadata"]["BuildMethod"] == "python3.13"
+    assert "python3.13" in resources["StreamingRuntimeLayer"]["Properties"]["CompatibleRuntimes"]
+    plain = _sam_function(sam_template)
+    assert function["Environment"] == plain["Environment"]
+    assert function["FunctionUrlConfig"] == plain["FunctionUrlConfig"]
+    assert function["Role"] == plain["Role"]

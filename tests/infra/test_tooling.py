@@ -55,12 +55,21 @@ def osls_cfn(out: Path) -> Template:
     return packaged
 
 
-def _of_type(template: Template, kind: str) -> dict[str, Template]:
-    return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
+MANAGED = "ManagedInstancesEnabled"
 
 
-def _one(template: Template, kind: str) -> Template:
-    (resource,) = _of_type(template, kind).values()
+def _of_type(template: Template, kind: str, *, managed: bool = False) -> dict[str, Template]:
+    """Resources of a kind: those of the default stack, or those of the Lambda Managed Instances
+    variant (``managed``, the resources under its condition)."""
+    return {
+        name: r
+        for name, r in template["Resources"].items()
+        if r["Type"] == kind and (r.get("Condition") == MANAGED) == managed
+    }
+
+
+def _one(template: Template, kind: str, *, managed: bool = False) -> Template:
+    (resource,) = _of_type(template, kind, managed=managed).values()
     return resource
 
 
@@ -121,7 +130,7 @@ def test_the_function_runs_with_both_layers_under_the_exec_wrapper(
     assert function["Architectures"] == ["arm64"]
     for layer in layers.values():
         assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
-        assert layer["Properties"]["CompatibleRuntimes"] == [function["Runtime"]]
+        assert function["Runtime"] in layer["Properties"]["CompatibleRuntimes"]
 
 
 def _rest_integrations(template: Template, stack: str) -> list[Template]:
@@ -215,3 +224,29 @@ def test_osls_deploys_the_zips_of_make_build(osls_cfn: Template) -> None:
     }
     assert layers["StreamingRuntimeLambdaLayer"].endswith("/layer-streaming-runtime.zip")
     assert layers["DependenciesLambdaLayer"].endswith("/layer-dependencies.zip")
+
+
+def test_the_managed_instances_variant_runs_one_published_version_on_a_capacity_provider(
+    sam_cfn: Template,
+) -> None:
+    provider = _one(sam_cfn, "AWS::Lambda::CapacityProvider", managed=True)["Properties"]
+    assert provider["InstanceRequirements"] == {"Architectures": ["arm64"]}
+    assert provider["VpcConfig"] == {
+        "SubnetIds": {"Ref": "ManagedInstancesSubnetIds"},
+        "SecurityGroupIds": {"Ref": "ManagedInstancesSecurityGroupIds"},
+    }
+    function = _one(sam_cfn, "AWS::Lambda::Function", managed=True)["Properties"]
+    assert function["Runtime"] == "python3.13"
+    config = function["CapacityProviderConfig"]["LambdaManagedInstancesCapacityProviderConfig"]
+    assert config["CapacityProviderArn"] == {"Fn::GetAtt": ["CapacityProvider", "Arn"]}
+    assert config["PerExecutionEnvironmentMaxConcurrency"] == {"Ref": "ManagedInstancesMaxConcurrency"}
+    runtime_layer, dependencies_layer = (ref["Ref"] for ref in function["Layers"])
+    assert runtime_layer in _of_type(sam_cfn, "AWS::Lambda::LayerVersion")
+    layer = _of_type(sam_cfn, "AWS::Lambda::LayerVersion", managed=True)[dependencies_layer]
+    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
+    # The URL and its permissions point at the published alias, which is what runs on the instances.
+    (alias_name,) = _of_type(sam_cfn, "AWS::Lambda::Alias", managed=True)
+    url = _one(sam_cfn, "AWS::Lambda::Url", managed=True)["Properties"]
+    assert (url["InvokeMode"], url["TargetFunctionArn"]) == ("RESPONSE_STREAM", {"Ref": alias_name})
+    permissions = _of_type(sam_cfn, "AWS::Lambda::Permission", managed=True).values()
+    assert {p["Properties"]["FunctionName"]["Ref"] for p in permissions} == {alias_name}

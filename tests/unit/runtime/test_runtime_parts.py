@@ -87,3 +87,24 @@ def test_syntax_errors_are_reported_as_such(tmp_path: Path) -> None:
     with pytest.raises(InitError) as caught:
         load_handler("broken_task_handler.handler", str(tmp_path))
     assert caught.value.error_type == "Runtime.UserCodeSyntaxError"
+
+
+def test_trace_id_is_the_current_invocations_else_the_environment_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import contextvars
+
+    from lambda_streaming import current_invocation, trace_id
+
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", "Root=1-env")
+    assert trace_id() == "Root=1-env"  # outside any invocation (init, a thread of one's own)
+
+    def inside(value: str | None) -> str | None:
+        headers = {"lambda-runtime-trace-id": value} if value else {}
+        current_invocation.set(invocation(**headers))
+        return trace_id()
+
+    assert contextvars.Context().run(inside, "Root=1-mine") == "Root=1-mine"
+    # An invocation without a trace id has none, whatever the process-wide variable says.
+    assert contextvars.Context().run(inside, None) is None
+    assert trace_id() == "Root=1-env"

@@ -3,8 +3,8 @@
 App-agnostic: it knows handlers, events and bytes, never a web framework.
 """
 
-from .context import LambdaContext, current_invocation
+from .context import LambdaContext, current_invocation, trace_id
 from .runtime import Runtime, load_handler, main
 
-__all__ = ["LambdaContext", "Runtime", "current_invocation", "load_handler", "main"]
+__all__ = ["LambdaContext", "Runtime", "current_invocation", "load_handler", "main", "trace_id"]
 __version__ = "0.1.0"

@@ -9,7 +9,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ClientContext", "CognitoIdentity", "Invocation", "LambdaContext", "current_invocation"]
+__all__ = [
+    "ClientContext",
+    "CognitoIdentity",
+    "Invocation",
+    "LambdaContext",
+    "current_invocation",
+    "trace_id",
+]
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,19 @@ class Invocation:
 
 current_invocation: contextvars.ContextVar[Invocation] = contextvars.ContextVar("lambda_invocation")
 """The invocation being served by the current task (each invocation runs in its own context)."""
+
+
+def trace_id() -> str | None:
+    """The X-Ray trace id of the invocation this code runs for.
+
+    Use this rather than ``os.environ["_X_AMZN_TRACE_ID"]``: with several invocation slots the runtime
+    leaves that process-wide variable unset, because it cannot hold one id per concurrent invocation.
+    Outside an invocation (at init, on a thread the handler did not start) it falls back to the variable.
+    """
+    invocation = current_invocation.get(None)
+    if invocation is not None:
+        return invocation.trace_id
+    return os.environ.get("_X_AMZN_TRACE_ID")
 
 
 class CognitoIdentity:
