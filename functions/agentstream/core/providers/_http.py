@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
 __all__ = [
+    "check_stream_response",
     "error_detail",
     "excerpt",
     "read_error_body",
@@ -98,6 +99,28 @@ async def read_error_body(response: httpx.Response) -> str:
         if len(body) >= _ERROR_BODY_BYTES:
             break
     return body.decode("utf-8", errors="replace")
+
+
+async def check_stream_response(response: httpx.Response, redact: Callable[[str], str]) -> None:
+    """Raise for HTTP errors (the contract's codes), and for a JSON answer where a stream was asked for."""
+    content_type = response.headers.get("content-type", "")
+    if response.is_success and not content_type.startswith("application/json"):
+        return
+    detail, kind = error_detail(await read_error_body(response))
+    detail = redact(detail)
+    if not response.is_success:
+        # (its patterns are compiled on the first failure, not at start-up)
+        from agentstream.core.providers._errors import classify, retry_after
+
+        status = response.status_code
+        raise classify(
+            f"the model API answered HTTP {status}: {detail or response.reason_phrase}",
+            status=status,
+            kind=kind,
+            detail=detail,
+            retry_after=retry_after(response.headers),
+        )
+    raise UpstreamError(f"the model API answered JSON instead of an event stream: {detail}")
 
 
 def error_detail(text: str) -> tuple[str, str]:

@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from agentstream.core.events import Usage
-from agentstream.core.providers._errors import classify, retry_after
+from agentstream.core.providers._errors import classify
 from agentstream.core.providers._http import (
+    check_stream_response,
     error_detail,
     excerpt,
-    read_error_body,
     read_to_the_end,
     shared_client,
     transport_error,
@@ -103,7 +103,7 @@ class AnthropicProvider:
             async with client.stream(
                 "POST", self._url, json=_body(request), headers=headers, timeout=self._timeout
             ) as response:
-                await self._check_response(response)
+                await check_stream_response(response, self._redact)
                 decoder = SSEDecoder()
                 held = ""  # a high surrogate whose low half is in the next delta
                 chunks = response.aiter_bytes()
@@ -133,24 +133,6 @@ class AnthropicProvider:
         if step.usage_seen:
             yield UsageReport(step.usage())
         yield StepEnd(_STOP_REASONS.get(step.stop_reason or "", step.stop_reason or "stop"))
-
-    async def _check_response(self, response: httpx.Response) -> None:
-        """Raise for HTTP errors, and for a JSON answer where an event stream was asked for."""
-        content_type = response.headers.get("content-type", "")
-        if response.is_success and not content_type.startswith("application/json"):
-            return
-        detail, kind = error_detail(await read_error_body(response))
-        detail = self._redact(detail)
-        if not response.is_success:
-            status = response.status_code
-            raise classify(
-                f"the model API answered HTTP {status}: {detail or response.reason_phrase}",
-                status=status,
-                kind=kind,
-                detail=detail,
-                retry_after=retry_after(response.headers),
-            )
-        raise UpstreamError(f"the model API answered JSON instead of an event stream: {detail}")
 
     def _apply(self, step: _Step, data: str) -> str:
         """Take in one event; return its text (empty when it has none)."""

@@ -37,9 +37,9 @@ import httpx
 
 from agentstream.core.events import Usage
 from agentstream.core.providers._http import (
+    check_stream_response,
     error_detail,
     excerpt,
-    read_error_body,
     read_to_the_end,
     shared_client,
     transport_error,
@@ -98,7 +98,7 @@ class OpenAIProvider:
             async with client.stream(
                 "POST", self._url, json=self._body(request), headers=headers, timeout=self._timeout
             ) as response:
-                await self._check_response(response)
+                await check_stream_response(response, self._redact)
                 decoder = SSEDecoder()
                 held = ""  # a high surrogate whose low half is in the next chunk
                 chunks = response.aiter_bytes()
@@ -145,27 +145,6 @@ class OpenAIProvider:
         body.update(request.extra)
         body["stream"] = True
         return {key: value for key, value in body.items() if value is not None}
-
-    async def _check_response(self, response: httpx.Response) -> None:
-        """Raise for HTTP errors, and for JSON answers where an event stream was asked for."""
-        content_type = response.headers.get("content-type", "")
-        if response.is_success and not content_type.startswith("application/json"):
-            return
-        detail, kind = error_detail(await read_error_body(response))
-        detail = self._redact(detail)
-        if not response.is_success:
-            # (its patterns are compiled on the first failure, not at start-up)
-            from agentstream.core.providers._errors import classify, retry_after
-
-            status = response.status_code
-            raise classify(
-                f"the model API answered HTTP {status}: {detail or response.reason_phrase}",
-                status=status,
-                kind=kind,
-                detail=detail,
-                retry_after=retry_after(response.headers),
-            )
-        raise UpstreamError(f"the model API answered JSON instead of an event stream: {detail}")
 
     def _apply(self, step: _Step, event: str, data: str) -> str:
         """Parse one stream event into ``step``; return its text."""
