@@ -71,8 +71,6 @@ class RunRecorder:
         self._closing = False
         self._wake: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
-        self.writes = 0
-        self.failed_writes = 0
 
     def start(self) -> None:
         """Start the background task (the heartbeat runs from the run's first moment)."""
@@ -105,12 +103,10 @@ class RunRecorder:
             try:
                 await self._log.append(self._tenant, self._run_id, first, data)
             except AgentStreamError as e:
-                self.failed_writes += 1
                 logger.warning(
                     "run %s: events from %d not recorded yet (will retry): %s", self._run_id, first, e.message
                 )
                 return False
-            self.writes += 1
             self._pending.popleft()
         return True
 
@@ -178,13 +174,6 @@ class RunRecorder:
             )
         except AgentStreamError as e:
             logger.warning("run %s: final status not recorded: %s", self._run_id, e.message)
-
-    def abandon(self) -> None:
-        """Stop the background task without writing anything more (the run never started)."""
-        self._closing = True
-        if self._task is not None:
-            self._task.cancel()
-
 
 def _aligned(now: float, period: float) -> float:
     """The first multiple of ``period`` after ``now``: every run of the process ticks together."""
