@@ -57,17 +57,17 @@ class Combiner(Generic[T, R]):
         state = self._states.get(loop)
         if state is None:
             state = self._states[loop] = _LoopState()
+        deadline = io_deadline.get()
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:  # before queueing: nothing goes out for a caller out of time
+            raise StoreUnavailable("no time left for the data store before the deadline")
         future: asyncio.Future[R] = loop.create_future()
         future.add_done_callback(_retrieve)  # a caller that gave up waiting leaves no unread exception
         state.pending.append((item, future))
         if state.task is None:
             state.task = loop.create_task(self._drain(state), context=contextvars.Context())
-        deadline = io_deadline.get()
-        if deadline is None:
+        if left is None:
             return await asyncio.shield(future)
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise StoreUnavailable("no time left for the data store before the deadline")
         try:
             async with asyncio.timeout(left):
                 return await asyncio.shield(future)
