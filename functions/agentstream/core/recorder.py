@@ -175,6 +175,7 @@ class RunRecorder:
         except AgentStreamError as e:
             logger.warning("run %s: final status not recorded: %s", self._run_id, e.message)
 
+
 def _aligned(now: float, period: float) -> float:
     """The first multiple of ``period`` after ``now``: every run of the process ticks together."""
     return (math.floor(now / period) + 1) * period
