@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TYPE_CHECKING
 
-__all__ = ["get_secret"]
+if TYPE_CHECKING:
+    from pydantic import SecretStr
+
+__all__ = ["get_secret", "key_from"]
 
 _TTL_SECONDS = 300.0
 _cache: dict[str, tuple[float, str]] = {}
@@ -26,3 +30,10 @@ async def get_secret(secret_id: str) -> str:
     value = await asyncio.to_thread(_fetch, secret_id)
     _cache[secret_id] = (time.monotonic() + _TTL_SECONDS, value)
     return value
+
+
+async def key_from(value: SecretStr | None, secret_id: str | None) -> str | None:
+    """A key given in the environment, else the one in the named secret, else none."""
+    if value is not None:
+        return value.get_secret_value()
+    return await get_secret(secret_id) if secret_id else None

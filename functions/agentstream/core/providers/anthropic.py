@@ -281,11 +281,9 @@ async def create(settings: Settings, endpoint: EndpointAccess | None = None) -> 
         base_url, api_key = endpoint.base_url, endpoint.api_key
     else:
         base_url = settings.anthropic_base_url
-        api_key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
-        if api_key is None and settings.anthropic_api_key_secret_id:
-            from agentstream.secrets import get_secret
+        from agentstream.secrets import key_from
 
-            api_key = await get_secret(settings.anthropic_api_key_secret_id)
+        api_key = await key_from(settings.anthropic_api_key, settings.anthropic_api_key_secret_id)
     return AnthropicProvider(
         base_url=base_url,
         api_key=api_key,

@@ -303,11 +303,9 @@ async def create(settings: Settings, endpoint: EndpointAccess | None = None) -> 
         base_url, api_key = endpoint.base_url, endpoint.api_key
     else:
         base_url = settings.openai_base_url
-        api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-        if api_key is None and settings.openai_api_key_secret_id:
-            from agentstream.secrets import get_secret
+        from agentstream.secrets import key_from
 
-            api_key = await get_secret(settings.openai_api_key_secret_id)
+        api_key = await key_from(settings.openai_api_key, settings.openai_api_key_secret_id)
     return OpenAIProvider(
         base_url=base_url,
         api_key=api_key,
