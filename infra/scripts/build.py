@@ -4,6 +4,8 @@
         build/function.zip                 the package (the contents of functions/), lands in /var/task
         build/layer-dependencies.zip       python/ = layers/dependencies/requirements.txt, installed from
                                            manylinux wheels for the target architecture (pip --platform)
+        build/layer-dependencies-py313.zip the same for Python 3.13, which Lambda Managed Instances run
+                                           (serverless.yml's streamManaged; SAM builds its own)
         build/layer-streaming-runtime.zip  bootstrap + python/ of layers/streaming-runtime/ (not its
                                            README or tests); lands in /opt
 
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[2]
 LAMBDA_PYTHON = "3.12"
+# Lambda Managed Instances run Python 3.13 at the earliest (streamManaged / StreamFunctionManaged).
+MANAGED_INSTANCES_PYTHON = "3.13"
 PLATFORMS = {"arm64": "manylinux2014_aarch64", "x86_64": "manylinux2014_x86_64"}
 # Lambda's limit for the function and all its layers, unzipped.
 MAX_UNZIPPED_BYTES = 250 * 1024 * 1024
@@ -139,20 +143,32 @@ def build_zips(out: Path, arch: str) -> dict[str, Path]:
     stages = {
         "function.zip": stage_function,
         "layer-dependencies.zip": lambda dest: stage_dependencies(dest, arch),
+        "layer-dependencies-py313.zip": lambda dest: stage_dependencies(
+            dest, arch, python_version=MANAGED_INSTANCES_PYTHON
+        ),
         "layer-streaming-runtime.zip": stage_streaming_runtime,
     }
+    # What each function unzips: its code and its layers (Lambda's 250 MB limit is per function).
+    functions = {
+        "stream": ("function.zip", "layer-dependencies.zip", "layer-streaming-runtime.zip"),
+        "streamManaged": ("function.zip", "layer-dependencies-py313.zip", "layer-streaming-runtime.zip"),
+    }
     built: dict[str, Path] = {}
-    total = 0
+    sizes: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="agentstream-build-") as scratch:
         for name, stage in stages.items():
             tree = Path(scratch) / name.removesuffix(".zip")
             stage(tree)
-            size = write_zip(tree, out / name)
-            total += size
+            sizes[name] = write_zip(tree, out / name)
             built[name] = out / name
-            print(f"{out / name}: {(out / name).stat().st_size / 1e6:.1f} MB ({size / 1e6:.1f} MB unzipped)")
-    if total > MAX_UNZIPPED_BYTES:
-        raise SystemExit(f"error: function and layers unzip to {total / 1e6:.0f} MB, over Lambda's 250 MB")
+            zipped = (out / name).stat().st_size
+            print(f"{out / name}: {zipped / 1e6:.1f} MB ({sizes[name] / 1e6:.1f} MB unzipped)")
+    for function, zips in functions.items():
+        total = sum(sizes[name] for name in zips)
+        if total > MAX_UNZIPPED_BYTES:
+            raise SystemExit(
+                f"error: {function} and its layers unzip to {total / 1e6:.0f} MB, over Lambda's 250 MB"
+            )
     return built
 
 
@@ -161,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    zips = commands.add_parser("zips", help="build the function zip and both layer zips")
+    zips = commands.add_parser("zips", help="build the function zip and the layer zips")
     zips.add_argument("--arch", choices=sorted(PLATFORMS), default="arm64")
     zips.add_argument("--out", type=Path, default=ROOT / "build")
     stage = commands.add_parser(

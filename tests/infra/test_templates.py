@@ -18,9 +18,6 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[2]
 Template = dict[str, Any]
-# The Lambda Managed Instances variant (off by default) exists in template.yaml only for now.
-SAM_ONLY_CONDITIONS = {"ManagedInstancesEnabled"}
-SAM_ONLY_OUTPUTS = {"ManagedInstancesFunctionUrl"}
 
 
 def _sam_function(sam: Template) -> Template:
@@ -237,16 +234,16 @@ def test_both_templates_stream_through_a_regional_rest_api(
 def test_both_templates_share_conditions_parameters_and_logs(
     sam_template: Template, serverless_config: Template
 ) -> None:
-    sam_conditions = {
-        name: value for name, value in sam_template["Conditions"].items() if name not in SAM_ONLY_CONDITIONS
-    }
-    assert sam_conditions == serverless_config["resources"]["Conditions"]
+    assert sam_template["Conditions"] == serverless_config["resources"]["Conditions"]
     sam_params = sam_template["Parameters"]
     sls_defaults = serverless_config["params"]["default"]
     sls_params = serverless_config["resources"]["Parameters"]
     for name, param in sls_params.items():
         key = param["Default"].removeprefix("${param:").removesuffix("}")
         assert sls_defaults[key] == sam_params[name]["Default"], name
+        assert {**param, "Default": None} == {
+            k: v for k, v in {**sam_params[name], "Default": None}.items() if k != "Description"
+        }, name
     assert sls_defaults["allowedOrigin"] == sam_params["AllowedOrigin"]["Default"]
     log_group = _sam_resources(sam_template)["StreamFunctionLogGroup"]["Properties"]
     assert log_group["RetentionInDays"] == {"Ref": "LogRetentionInDays"}
@@ -280,7 +277,7 @@ def test_outputs_give_what_a_deployer_needs(sam_template: Template, serverless_c
     assert {"RestApiUrl", "TableName", "AdminKeySecretArn", "OpenAIApiKeySecretArn"} <= outputs.keys()
     sls_outputs = serverless_config["resources"]["Outputs"]
     assert sls_outputs["FunctionUrl"]["Value"] == {"Fn::GetAtt": ["StreamLambdaFunctionUrl", "FunctionUrl"]}
-    assert outputs.keys() - SAM_ONLY_OUTPUTS == sls_outputs.keys()
+    assert outputs.keys() == sls_outputs.keys()
 
 
 def test_samconfig_environments_set_only_template_parameters(sam_template: Template) -> None:
@@ -329,3 +326,59 @@ def test_the_managed_instances_variant_is_off_by_default_and_complete(sam_templa
     assert function["Environment"] == plain["Environment"]
     assert function["FunctionUrlConfig"] == plain["FunctionUrlConfig"]
     assert function["Role"] == plain["Role"]
+
+
+def test_serverless_has_the_same_managed_instances_variant(
+    sam_template: Template, serverless_config: Template
+) -> None:
+    assert serverless_config["params"]["default"]["managedInstances"] == "false"
+    sam = {
+        **sam_template["Globals"]["Function"],
+        **_sam_resources(sam_template)["StreamFunctionManaged"]["Properties"],
+    }
+    managed = serverless_config["functions"]["streamManaged"]
+    assert managed["condition"] == "ManagedInstancesEnabled"
+    assert managed["handler"] == sam["Handler"]
+    assert managed["runtime"] == sam["Runtime"] == "python3.13"
+    assert managed["memorySize"] == sam["MemorySize"]
+    assert managed["package"]["artifact"] == "build/function.zip"
+    assert "environment" not in managed  # the provider's, as the plain function has
+    assert managed["url"] == serverless_config["functions"]["stream"]["url"]
+    assert "events" not in managed  # the REST API stays on the plain function, as in template.yaml
+    assert managed["layers"] == [
+        {"Ref": "StreamingRuntimeLambdaLayer"},
+        {"Ref": "DependenciesPy313LambdaLayer"},
+    ]
+    layers = serverless_config["layers"]
+    assert layers["dependenciesPy313"]["package"]["artifact"] == "build/layer-dependencies-py313.zip"
+    assert layers["dependenciesPy313"]["compatibleRuntimes"] == ["python3.13"]
+    assert "python3.13" in layers["streamingRuntime"]["compatibleRuntimes"]
+    # What osls has no keys for: the capacity provider, the published version, the shared log group.
+    extension = serverless_config["resources"]["extensions"]["StreamManagedLambdaFunction"]["Properties"]
+    config = extension["CapacityProviderConfig"]["LambdaManagedInstancesCapacityProviderConfig"]
+    sam_config = sam["CapacityProviderConfig"]
+    assert config == {
+        "CapacityProviderArn": sam_config["Arn"],
+        "PerExecutionEnvironmentMaxConcurrency": sam_config["PerExecutionEnvironmentMaxConcurrency"],
+        "ExecutionEnvironmentMemoryGiBPerVCpu": sam_config["ExecutionEnvironmentMemoryGiBPerVCpu"],
+    }
+    assert extension["PublishToLatestPublished"] is True
+    assert extension["LoggingConfig"] == {"LogGroup": {"Ref": "StreamLogGroup"}}
+    assert managed["disableLogs"] is True
+    provider = _sls_resources(serverless_config)["CapacityProvider"]
+    sam_provider = _sam_resources(sam_template)["CapacityProvider"]
+    assert provider["Condition"] == sam_provider["Condition"]
+    assert {k: v for k, v in provider["Properties"].items() if k != "PermissionsConfig"} == sam_provider[
+        "Properties"
+    ]
+    role = _sls_resources(serverless_config)["CapacityProviderOperatorRole"]
+    assert provider["Properties"]["PermissionsConfig"] == {
+        "CapacityProviderOperatorRoleArn": {"Fn::GetAtt": ["CapacityProviderOperatorRole", "Arn"]}
+    }
+    assert role["Condition"] == "ManagedInstancesEnabled"
+    assert role["Properties"]["ManagedPolicyArns"] == [
+        {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AWSLambdaManagedEC2ResourceOperator"}
+    ]
+    output = serverless_config["resources"]["Outputs"]["ManagedInstancesFunctionUrl"]
+    assert output["Condition"] == "ManagedInstancesEnabled"
+    assert output["Value"] == {"Fn::GetAtt": ["StreamManagedLambdaFunctionUrl", "FunctionUrl"]}

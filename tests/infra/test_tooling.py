@@ -124,13 +124,17 @@ def test_the_function_runs_with_both_layers_under_the_exec_wrapper(
     runtime_layer, dependencies_layer = (ref["Ref"] for ref in function["Layers"])
     assert runtime_layer.startswith("StreamingRuntime")
     assert dependencies_layer.startswith("Dependencies")
-    assert {runtime_layer, dependencies_layer} == layers.keys()
+    # osls cannot make a layer conditional: the Managed Instances variant's Python 3.13 layer is always there.
+    unused = {"sam": set(), "osls": {"DependenciesPy313LambdaLayer"}}[stack]
+    assert layers.keys() - {runtime_layer, dependencies_layer} == unused
     assert function["Environment"]["Variables"]["AWS_LAMBDA_EXEC_WRAPPER"] == "/opt/bootstrap"
     assert function["Handler"] == "agentstream.handlers.stream.handler"
     assert function["Architectures"] == ["arm64"]
-    for layer in layers.values():
+    for name in (runtime_layer, dependencies_layer):
+        layer = layers[name]
         assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
         assert function["Runtime"] in layer["Properties"]["CompatibleRuntimes"]
+    assert all(layer["Properties"]["CompatibleArchitectures"] == ["arm64"] for layer in layers.values())
 
 
 def _rest_integrations(template: Template, stack: str) -> list[Template]:
@@ -204,13 +208,21 @@ def test_sam_build_and_make_build_ship_the_same_files(out: Path, sam_dir: str, z
     assert _files(_tree(out / "sam-build" / sam_dir)) == zipped
 
 
-def test_sam_build_and_make_build_ship_the_same_dependencies(out: Path) -> None:
+@pytest.mark.parametrize(
+    ("sam_dir", "zip_name"),
+    [
+        ("DependenciesLayer", "layer-dependencies.zip"),
+        # Lambda Managed Instances run Python 3.13: its wheels (pydantic-core's among them) differ.
+        ("DependenciesLayerManaged", "layer-dependencies-py313.zip"),
+    ],
+)
+def test_sam_build_and_make_build_ship_the_same_dependencies(out: Path, sam_dir: str, zip_name: str) -> None:
     def distributions(paths: set[str]) -> set[str]:
         return {p.split("/")[1] for p in paths if p.count("/") >= 2 and ".dist-info/" in p}
 
-    with zipfile.ZipFile(ROOT / "build" / "layer-dependencies.zip") as archive:
+    with zipfile.ZipFile(ROOT / "build" / zip_name) as archive:
         zipped = distributions(_files(archive.namelist()))
-    built = distributions(_files(_tree(out / "sam-build" / "DependenciesLayer")))
+    built = distributions(_files(_tree(out / "sam-build" / sam_dir)))
     assert zipped
     assert built == zipped
 
@@ -224,6 +236,7 @@ def test_osls_deploys_the_zips_of_make_build(osls_cfn: Template) -> None:
     }
     assert layers["StreamingRuntimeLambdaLayer"].endswith("/layer-streaming-runtime.zip")
     assert layers["DependenciesLambdaLayer"].endswith("/layer-dependencies.zip")
+    assert layers["DependenciesPy313LambdaLayer"].endswith("/layer-dependencies-py313.zip")
 
 
 def test_the_managed_instances_variant_runs_one_published_version_on_a_capacity_provider(
@@ -250,3 +263,37 @@ def test_the_managed_instances_variant_runs_one_published_version_on_a_capacity_
     assert (url["InvokeMode"], url["TargetFunctionArn"]) == ("RESPONSE_STREAM", {"Ref": alias_name})
     permissions = _of_type(sam_cfn, "AWS::Lambda::Permission", managed=True).values()
     assert {p["Properties"]["FunctionName"]["Ref"] for p in permissions} == {alias_name}
+
+
+def test_osls_makes_the_same_managed_instances_variant(osls_cfn: Template) -> None:
+    resources = osls_cfn["Resources"]
+    function = _one(osls_cfn, "AWS::Lambda::Function", managed=True)["Properties"]
+    assert function["Runtime"] == "python3.13"
+    assert function["Code"]["S3Key"].endswith("/function.zip")
+    config = function["CapacityProviderConfig"]["LambdaManagedInstancesCapacityProviderConfig"]
+    assert config == {
+        "CapacityProviderArn": {"Fn::GetAtt": ["CapacityProvider", "Arn"]},
+        "PerExecutionEnvironmentMaxConcurrency": {"Ref": "ManagedInstancesMaxConcurrency"},
+        "ExecutionEnvironmentMemoryGiBPerVCpu": {"Ref": "ManagedInstancesMemoryGiBPerVCpu"},
+    }
+    # Only published versions run on a capacity provider; an unqualified call runs $LATEST.PUBLISHED.
+    assert function["PublishToLatestPublished"] is True
+    assert function["LoggingConfig"] == {"LogGroup": {"Ref": "StreamLogGroup"}}
+    assert not _of_type(osls_cfn, "AWS::Logs::LogGroup", managed=True)
+    runtime_layer, dependencies_layer = (ref["Ref"] for ref in function["Layers"])
+    assert runtime_layer == "StreamingRuntimeLambdaLayer"
+    layer = resources[dependencies_layer]["Properties"]
+    assert layer["CompatibleRuntimes"] == ["python3.13"]
+    assert layer["Content"]["S3Key"].endswith("/layer-dependencies-py313.zip")
+    (function_name,) = _of_type(osls_cfn, "AWS::Lambda::Function", managed=True)
+    url = _one(osls_cfn, "AWS::Lambda::Url", managed=True)["Properties"]
+    assert (url["InvokeMode"], url["TargetFunctionArn"]) == (
+        "RESPONSE_STREAM",
+        {"Fn::GetAtt": [function_name, "Arn"]},
+    )
+    permissions = _of_type(osls_cfn, "AWS::Lambda::Permission", managed=True).values()
+    assert len(permissions) == 2
+    assert all(p["Properties"]["FunctionName"] == {"Fn::GetAtt": [function_name, "Arn"]} for p in permissions)
+    provider = _one(osls_cfn, "AWS::Lambda::CapacityProvider", managed=True)["Properties"]
+    assert provider["InstanceRequirements"] == {"Architectures": ["arm64"]}
+    assert osls_cfn["Outputs"]["ManagedInstancesFunctionUrl"]["Condition"] == MANAGED
