@@ -170,3 +170,24 @@ async def test_an_init_error_is_reported_once_whatever_the_slots(tmp_path: Path)
     emulator.assert_clean()
     assert not emulator.polled.is_set()
     assert error.json["errorType"] == "Runtime.ImportModuleError"
+
+
+async def test_plain_synchronous_handlers_run_side_by_side_one_thread_per_slot(tmp_path: Path) -> None:
+    # A plain (buffered, blocking) handler holds its slot's thread, never the loop or another slot's.
+    async with (
+        RuntimeApiEmulator() as emulator,
+        runtime(emulator, tmp_path, env={"AWS_LAMBDA_MAX_CONCURRENCY": "4"}),
+    ):
+        started = time.monotonic()
+        blocked = [emulator.invoke({"kind": "block", "seconds": 1.0}) for _ in range(4)]
+        plain = emulator.invoke({"kind": "plain"})
+        results = [await answer(future) for future in blocked]
+        took = time.monotonic() - started
+        fifth = await answer(plain)
+    emulator.assert_clean()
+    assert [r.json for r in results] == [{"blocked": 1.0}] * 4
+    assert emulator.peak_outstanding == 4
+    # One at a time would take 4 s; four threads take about 1 s (bound generous for a busy machine).
+    assert took < 3.0
+    # The fifth waited for a free slot, and got its answer.
+    assert fifth.json == {"echo": {"kind": "plain"}, "request_id": fifth.request_id}
