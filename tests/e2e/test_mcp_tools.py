@@ -16,6 +16,7 @@ from tests.conftest import ADMIN_KEY
 from tests.fakes.mcp_server import GREETING, McpTestServer, mcp_servers
 from tests.fakes.openai_upstream import FakeOpenAI, Reply
 from tests.support.server import SSEStream, read_sse, serve_in_thread
+from tests.support.ui_client import SDKS, run_ui_client
 
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
@@ -174,6 +175,23 @@ def test_a_server_that_is_down_leaves_the_run_going_with_a_note(server: str, fak
     assert "cannot connect" in note["down"]
     assert stream.events[-1].data["status"] == "completed"
     assert set(_offered(fake_openai)) == {"mcp__tools__greet"}
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+def test_the_ai_sdk_sees_the_note_in_the_message_metadata(
+    server: str, fake_openai: FakeOpenAI, sdk: str
+) -> None:
+    fake_openai.enqueue(Reply.chat("still here"))
+    agent = _agent(server, ["mcp:down", "mcp:tools/greet"])
+    out = run_ui_client(
+        sdk=sdk, mode="send", api=f"{server}/api/v1/agents/{agent}/chat/ui", key=ADMIN_KEY, chatId="c1"
+    )
+    assert out["errors"] == []  # ai 5 validates every part strictly
+    assert out["types"][:4] == ["start", "message-metadata", "start-step", "message-metadata"]
+    metadata = out["message"]["metadata"]
+    assert "cannot connect" in metadata["mcp_unavailable"]["down"]
+    assert metadata["status"] == "completed"  # the closing metadata keeps the note
+    assert [p["text"] for p in out["message"]["parts"] if p["type"] == "text"] == ["still here"]
 
 
 def test_a_slow_tool_times_out_and_a_long_result_is_cut(server: str, fake_openai: FakeOpenAI) -> None:

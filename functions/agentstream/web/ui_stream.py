@@ -9,6 +9,8 @@ stream on any other key). One run is one assistant message, its id the run id:
 - a tool call: ``tool-input-start`` + ``tool-input-available`` {toolCallId, toolName, input}; its result
   ``tool-output-available`` {toolCallId, output} or ``tool-output-error`` {toolCallId, errorText}
 - a further model call: ``finish-step``, ``start-step``
+- a notice (a ``metadata`` event other than progress, e.g. ``mcp_unavailable``): ``message-metadata``
+  with the notice's keys added to the message's metadata
 - the end: ``finish-step``, ``message-metadata`` {run_id, session_id, status, usage, metrics}, then
   exactly one terminal part: ``finish`` (completed), ``error`` (error, timeout, or a replay cut off
   before the run's end) or ``abort`` (cancelled); then ``data: [DONE]``.
@@ -157,10 +159,14 @@ class UIMessageStream:
             else:
                 out.append(_part({"type": "tool-output-available", "toolCallId": call_id, "output": content}))
         elif kind == "metadata":
-            if "progress" in (payload.get("data") or {}):  # the next model call: a new step
+            data = payload.get("data") or {}
+            if "progress" in data:  # the next model call: a new step
                 self._close_text(out)
                 out.append(_part({"type": "finish-step"}))
                 out.append(_part({"type": "start-step"}))
+            elif isinstance(data, dict) and data:  # a notice (e.g. mcp_unavailable): part of the metadata
+                self._meta = {**self._meta, **data}
+                out.append(_part({"type": "message-metadata", "messageMetadata": self._meta}))
         elif kind == "error":
             self._error = str(payload.get("content") or "the run failed")
         elif kind == "done":
