@@ -3,7 +3,8 @@
 This is the use case the HTTP routes call; it knows nothing of HTTP, Lambda or DynamoDB (the store is
 any object with the small Protocols of ``core/ports.py``).
 
-Before the model is called there are two store round trips, one after the other: the agent, then
+Before the model is called there are two store round trips, one after the other: the agent and the
+tenant's limits (``RunLimiter``: a refused start raises ``RateLimited`` holding nothing), then
 (in parallel) its history, the user's memories, the run record, the provider and the tool lists of
 the agent's MCP servers (cached per process). After the last token
 nothing waits: ``Done`` goes out first; the conversation turn and the run's final status are written
