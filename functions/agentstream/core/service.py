@@ -252,15 +252,10 @@ class ChatService:
                 memories_count=len(memories) + len(remembered),
             )
 
-        async def after_done(done: Done) -> None:
-            if slot is None:
-                await keep_turn(done)
-            else:
-                await asyncio.gather(keep_turn(done), release())
-
         released = False
 
         async def release() -> None:
+            """Give the run's place within the tenant's limits back (once; never raises)."""
             nonlocal released
             if slot is not None and not released:
                 released = True
@@ -272,6 +267,11 @@ class ChatService:
                 task = asyncio.get_running_loop().create_task(release())
                 self._releasing.add(task)
                 task.add_done_callback(self._releasing.discard)
+
+        async def after_done(done: Done) -> None:
+            kept, _ = await asyncio.gather(keep_turn(done), release(), return_exceptions=True)
+            if isinstance(kept, BaseException):
+                raise kept
 
         async def keep_turn(done: Done) -> None:
             if keeps_turn(done):
