@@ -132,9 +132,10 @@ class LimitRepository:
         try:
             await self._table.call(lambda c: c.update_item(**request))
         except ConditionFailed:
+            retry_after = rate_retry_after(minute, now)
             raise RateLimited(
-                f"more than {limit} runs started this minute: try again later",
-                retry_after=rate_retry_after(minute, now),
+                f"at most {limit} runs may start per minute: try again in {retry_after:.0f} s",
+                retry_after=retry_after,
             ) from None
 
     async def _uncount(self, tenant: str, minute: int) -> None:
@@ -190,7 +191,7 @@ class LimitRepository:
             live = [d for k, d in slots.items() if k not in expired]
             if len(live) >= limit:
                 raise RateLimited(
-                    f"{limit} runs are running already: try again when one has ended",
+                    f"at most {limit} runs may run at once: try again when one has ended",
                     retry_after=concurrency_retry_after(live, now),
                 )
             # room once the runs of dead instances are removed: remove them and take the slot, in one
