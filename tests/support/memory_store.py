@@ -183,12 +183,18 @@ class MemoryLimits:
         now = self.clock()
         minute = int(now // 60) if limits.per_minute > 0 else None
         if minute is not None and self.starts.get((tenant, minute), 0) >= limits.per_minute:
-            raise RateLimited("runs per minute", retry_after=rate_retry_after(minute, now))
+            raise RateLimited(
+                f"at most {limits.per_minute} runs may start per minute",
+                retry_after=rate_retry_after(minute, now),
+            )
         slots = self.running.setdefault(tenant, {})
         if limits.concurrent > 0:
             live = [d for d in slots.values() if not slot_expired(d, now)]
             if len(live) >= limits.concurrent:
-                raise RateLimited("concurrent runs", retry_after=concurrency_retry_after(live, now))
+                raise RateLimited(
+                    f"at most {limits.concurrent} runs may run at once",
+                    retry_after=concurrency_retry_after(live, now),
+                )
             for dead in [r for r, d in slots.items() if slot_expired(d, now)]:
                 del slots[dead]
             slots[run_id] = deadline_at

@@ -31,7 +31,7 @@ from agentstream.core.providers.base import Message, ToolSpec
 from agentstream.core.recorder import RunRecorder
 from agentstream.core.runs import RunHandle
 from agentstream.core.tools import BUILTIN_TOOLS, RunTools, Tool, remember_tool
-from agentstream.errors import BadRequest
+from agentstream.errors import BadRequest, RateLimited
 
 if TYPE_CHECKING:
     from agentstream.config import Settings
@@ -149,6 +149,8 @@ class ChatService:
             return_exceptions=True,
         )
         if isinstance(slot, BaseException):
+            if isinstance(slot, RateLimited):
+                logger.info("tenant %s refused a run: %s", tenant, slot.message)
             raise agent if isinstance(agent, BaseException) else slot
         if isinstance(agent, BaseException):
             await self._release(slot, started=False)

@@ -4,6 +4,7 @@ and every run gives its place back when it ends, whatever the way."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -54,7 +55,10 @@ def _running(store: MemoryStore, tenant: str = "t") -> set[str]:
     return set(store.limits.running.get(tenant, {}))
 
 
-async def test_over_the_concurrency_limit_a_start_is_refused_and_leaves_nothing() -> None:
+async def test_over_the_concurrency_limit_a_start_is_refused_and_leaves_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="agentstream.core.service")
     store = _store(stall_after=1)
     chat = ChatService(store, _settings())
     first = await chat.start("t", "agt_1", ChatInput("hi"))
@@ -64,6 +68,7 @@ async def test_over_the_concurrency_limit_a_start_is_refused_and_leaves_nothing(
         await chat.start("t", "agt_1", ChatInput("hi", session_id="c3", resumable=True))
     assert (refused.value.status, refused.value.code) == (429, "rate_limited")
     assert 1 <= refused.value.retry_after <= 5
+    assert "tenant t refused a run: at most 2 runs" in caplog.text  # what the operator sees
     # no run record, no ACTIVE pointer, no provider call, no count of the minute
     assert {run_id for _, run_id in store.runs.records} == {first.run_id, second.run_id}
     assert ("t", "agt_1", "c3") not in store.active_runs.pointers
