@@ -181,6 +181,13 @@ class Settings(BaseSettings):
         20_000, ge=100, le=1_000_000, validation_alias="AGENTSTREAM_MCP_RESULT_MAX_CHARS"
     )
 
+    # Fair use per tenant, counted in the table so they hold across instances (0 = no limit): runs a
+    # tenant may start per minute, and runs it may have running at once; over either, 429 + Retry-After.
+    rate_limit_per_minute: int = Field(
+        60, ge=0, le=1_000_000, validation_alias="AGENTSTREAM_RATE_LIMIT_PER_MINUTE"
+    )
+    max_concurrent_runs: int = Field(10, ge=0, le=1_000, validation_alias="AGENTSTREAM_MAX_CONCURRENT_RUNS")
+
     # headers of MCP servers that come from the environment, read once with the rest
     _mcp_headers: dict[str, dict[str, str]] = PrivateAttr(default_factory=dict)
 

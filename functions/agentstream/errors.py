@@ -15,6 +15,7 @@ __all__ = [
     "Forbidden",
     "ModelNotFound",
     "NotFound",
+    "RateLimited",
     "StoreUnavailable",
     "Unauthorized",
     "UpstreamAuthError",
@@ -67,6 +68,20 @@ class NotFound(AgentStreamError):
 class Conflict(AgentStreamError):
     code = "conflict"
     status = 409
+
+
+class RateLimited(AgentStreamError):
+    """The tenant is over one of its limits (runs per minute, concurrent runs): try again later.
+
+    ``retry_after``: the seconds to wait before trying again (the adapters send it as Retry-After).
+    """
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class StoreUnavailable(AgentStreamError):

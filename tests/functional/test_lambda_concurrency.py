@@ -81,6 +81,9 @@ async def test_one_process_streams_many_chats_with_no_cross_talk(
         "AGENTSTREAM_TABLE": TABLE,
         "AGENTSTREAM_ADMIN_KEY": ADMIN_KEY,
         "AWS_LAMBDA_MAX_CONCURRENCY": str(streams + 3),
+        # one tenant's chats, all at once: its limits are on, but out of reach
+        "AGENTSTREAM_MAX_CONCURRENT_RUNS": str(streams + 3),
+        "AGENTSTREAM_RATE_LIMIT_PER_MINUTE": str(2 * (streams + 3)),
     }
     async with (
         RuntimeApiEmulator() as emulator,

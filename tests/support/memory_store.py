@@ -5,20 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agentstream.core.agents import Agent
 from agentstream.core.ids import new_id
-from agentstream.core.ports import HistoryMessage, MemoryItem, RunRecord
-from agentstream.errors import Conflict, NotFound, StoreUnavailable
+from agentstream.core.ports import HistoryMessage, MemoryItem, RunLimits, RunRecord, RunSlot
+from agentstream.errors import Conflict, NotFound, RateLimited, StoreUnavailable
+from agentstream.store.limits import concurrency_retry_after, rate_retry_after, slot_expired
 
 
 @dataclass
 class MemoryAgents:
     items: dict[tuple[str, str], Agent] = field(default_factory=dict)
+    latency: float = 0.0
 
     async def get(self, tenant: str, agent_id: str) -> Agent:
+        if self.latency:
+            await asyncio.sleep(self.latency)
         try:
             return self.items[(tenant, agent_id)]
         except KeyError:
@@ -161,9 +167,54 @@ class MemoryActiveRuns:
 
 
 @dataclass
+class MemoryLimits:
+    """The ``RunLimiter`` of one process: the same rules as the table's (store/limits.py), in a dict."""
+
+    clock: Callable[[], float] = time.time
+    starts: dict[tuple[str, int], int] = field(default_factory=dict)
+    running: dict[str, dict[str, int]] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+    latency: float = 0.0
+
+    async def acquire(self, tenant: str, run_id: str, *, deadline_at: int, limits: RunLimits) -> RunSlot:
+        self.calls.append("acquire")
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        now = self.clock()
+        minute = int(now // 60) if limits.per_minute > 0 else None
+        if minute is not None and self.starts.get((tenant, minute), 0) >= limits.per_minute:
+            raise RateLimited(
+                f"at most {limits.per_minute} runs may start per minute",
+                retry_after=rate_retry_after(minute, now),
+            )
+        slots = self.running.setdefault(tenant, {})
+        if limits.concurrent > 0:
+            live = [d for d in slots.values() if not slot_expired(d, now)]
+            if len(live) >= limits.concurrent:
+                raise RateLimited(
+                    f"at most {limits.concurrent} runs may run at once",
+                    retry_after=concurrency_retry_after(live, now),
+                )
+            for dead in [r for r, d in slots.items() if slot_expired(d, now)]:
+                del slots[dead]
+            slots[run_id] = deadline_at
+        if minute is not None:
+            self.starts[(tenant, minute)] = self.starts.get((tenant, minute), 0) + 1
+        return RunSlot(tenant, run_id, minute, limits.concurrent > 0)
+
+    async def release(self, slot: RunSlot, *, started: bool = True) -> None:
+        self.calls.append("release" if started else "release_unstarted")
+        if slot.holds_slot:
+            self.running.get(slot.tenant, {}).pop(slot.run_id, None)
+        if not started and slot.minute is not None and self.starts.get((slot.tenant, slot.minute), 0) > 0:
+            self.starts[(slot.tenant, slot.minute)] -= 1
+
+
+@dataclass
 class MemoryStore:
     agents: MemoryAgents = field(default_factory=MemoryAgents)
     conversations: MemoryConversations = field(default_factory=MemoryConversations)
     memories: MemoryMemories = field(default_factory=MemoryMemories)
     runs: MemoryRuns = field(default_factory=MemoryRuns)
     active_runs: MemoryActiveRuns = field(default_factory=MemoryActiveRuns)
+    limits: MemoryLimits = field(default_factory=MemoryLimits)

@@ -21,8 +21,11 @@ __all__ = [
     "HistoryStore",
     "MemoryItem",
     "MemoryStore",
+    "RunLimiter",
+    "RunLimits",
     "RunLog",
     "RunRecord",
+    "RunSlot",
     "RunStore",
 ]
 
@@ -217,3 +220,48 @@ class ChatStore(Protocol):
 
     @property
     def active_runs(self) -> ActiveRunStore: ...
+
+    @property
+    def limits(self) -> RunLimiter: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunLimits:
+    """A tenant's limits (0: none): runs started per minute, and runs running at once."""
+
+    per_minute: int = 0
+    concurrent: int = 0
+
+    @property
+    def off(self) -> bool:
+        return self.per_minute <= 0 and self.concurrent <= 0
+
+
+@dataclass(frozen=True, slots=True)
+class RunSlot:
+    """A run admitted by a ``RunLimiter``: what ``release`` gives back."""
+
+    tenant: str
+    run_id: str
+    # the minute (epoch seconds // 60) the start was counted in, None when starts are not counted
+    minute: int | None
+    # whether the run holds one of the tenant's concurrent-run slots
+    holds_slot: bool
+
+
+class RunLimiter(Protocol):
+    """Per-tenant limits on starting runs, shared by every instance (the store keeps the counts).
+
+    A slot carries its run's ``deadline_at`` (epoch ms): once that (and ``DEADLINE_GRACE_SECONDS``)
+    is past, the slot no longer counts, so a run whose instance died never holds one for good.
+    """
+
+    async def acquire(self, tenant: str, run_id: str, *, deadline_at: int, limits: RunLimits) -> RunSlot:
+        """Count a run start and take a slot for it, or raise ``RateLimited`` (with ``retry_after``)
+        having changed nothing."""
+        ...
+
+    async def release(self, slot: RunSlot, *, started: bool = True) -> None:
+        """Give the slot back at the run's end; ``started=False`` (the run never started) also takes
+        back its count of the minute."""
+        ...

@@ -3,7 +3,8 @@
 This is the use case the HTTP routes call; it knows nothing of HTTP, Lambda or DynamoDB (the store is
 any object with the small Protocols of ``core/ports.py``).
 
-Before the model is called there are two store round trips, one after the other: the agent, then
+Before the model is called there are two store round trips, one after the other: the agent and the
+tenant's limits (``RunLimiter``: a refused start raises ``RateLimited`` holding nothing), then
 (in parallel) its history, the user's memories, the run record, the provider and the tool lists of
 the agent's MCP servers (cached per process). After the last token
 nothing waits: ``Done`` goes out first; the conversation turn and the run's final status are written
@@ -24,13 +25,13 @@ from agentstream.core.control import RunControl, io_deadline
 from agentstream.core.events import Done
 from agentstream.core.ids import new_id
 from agentstream.core.memory import relevant
-from agentstream.core.ports import MemoryItem, RunRecord
+from agentstream.core.ports import MemoryItem, RunLimits, RunRecord, RunSlot
 from agentstream.core.providers import create_provider
 from agentstream.core.providers.base import Message, ToolSpec
 from agentstream.core.recorder import RunRecorder
 from agentstream.core.runs import RunHandle
 from agentstream.core.tools import BUILTIN_TOOLS, RunTools, Tool, remember_tool
-from agentstream.errors import BadRequest
+from agentstream.errors import BadRequest, RateLimited
 
 if TYPE_CHECKING:
     from agentstream.config import Settings
@@ -97,6 +98,8 @@ class ChatService:
         self._providers = providers
         # runs in flight in this process, so a cancel request reaches them at once
         self.active: dict[str, RunHandle] = {}
+        # slots being given back by runs that ended without their Done
+        self._releasing: set[asyncio.Task[None]] = set()
 
     async def start(
         self,
@@ -122,14 +125,62 @@ class ChatService:
         io_deadline.set(end - _LAST_WRITES_SECONDS)
         control = RunControl(end - settings.deadline_margin_ms / 1000)
 
-        agent = await self.store.agents.get(tenant, agent_id)
+        run_id = new_id("run")
+        limits = RunLimits(settings.rate_limit_per_minute, settings.max_concurrent_runs)
+        # the tenant's limits are checked beside the agent's read (the same round trip)
+        agent, slot = await self._agent_and_slot(tenant, agent_id, run_id, _epoch_ms(end), limits)
+        try:
+            return await self._start(tenant, agent, request, run_id, slot, started, end, control)
+        except BaseException:
+            if slot is not None:
+                await self._release(slot, started=False)
+            raise
+
+    async def _agent_and_slot(
+        self, tenant: str, agent_id: str, run_id: str, deadline_at: int, limits: RunLimits
+    ) -> tuple[Agent, RunSlot | None]:
+        """The agent, and the run's place within the tenant's limits (None: no limits), in parallel.
+        Raises (NotFound, RateLimited, ...) holding nothing."""
+        if limits.off:
+            return await self.store.agents.get(tenant, agent_id), None
+        agent, slot = await asyncio.gather(
+            self.store.agents.get(tenant, agent_id),
+            self.store.limits.acquire(tenant, run_id, deadline_at=deadline_at, limits=limits),
+            return_exceptions=True,
+        )
+        if isinstance(slot, BaseException):
+            if isinstance(slot, RateLimited):
+                logger.info("tenant %s refused a run: %s", tenant, slot.message)
+            raise agent if isinstance(agent, BaseException) else slot
+        if isinstance(agent, BaseException):
+            await self._release(slot, started=False)
+            raise agent
+        return agent, slot
+
+    async def _release(self, slot: RunSlot, *, started: bool = True) -> None:
+        try:
+            await self.store.limits.release(slot, started=started)
+        except Exception:
+            logger.warning("run %s: could not give back its place within the limits", slot.run_id)
+
+    async def _start(
+        self,
+        tenant: str,
+        agent: Agent,
+        request: ChatInput,
+        run_id: str,
+        slot: RunSlot | None,
+        started: float,
+        end: float,
+        control: RunControl,
+    ) -> RunHandle:
+        settings = self.settings
         if clash := sorted({t.name for t in request.client_tools} & set(agent.tools)):
             raise BadRequest(f"tool name(s) {', '.join(clash)} are taken by the agent's own tools")
         if any(t.name.startswith("mcp__") for t in request.client_tools):
             raise BadRequest("tool names starting with mcp__ are kept for the agent's MCP tools")
         session_id = request.session_id or "default"
         user_id = request.user_id
-        run_id = new_id("run")
         remembers = agent.memory.enabled or "remember" in agent.tools
         # other instances compare this with their clock: past it (and a grace), the run is lost
         record = RunRecord(run_id, agent.id, session_id, user_id, deadline_at=_epoch_ms(end))
@@ -203,6 +254,27 @@ class ChatService:
                 memories_count=len(memories) + len(remembered),
             )
 
+        released = False
+
+        async def release() -> None:
+            """Give the run's place within the tenant's limits back (once; never raises)."""
+            nonlocal released
+            if slot is not None and not released:
+                released = True
+                await self._release(slot)
+
+        def finished() -> None:
+            self.active.pop(run_id, None)
+            if slot is not None and not released:  # ended without its Done (cancelled outright)
+                task = asyncio.get_running_loop().create_task(release())
+                self._releasing.add(task)
+                task.add_done_callback(self._releasing.discard)
+
+        async def after_done(done: Done) -> None:
+            kept, _ = await asyncio.gather(keep_turn(done), release(), return_exceptions=True)
+            if isinstance(kept, BaseException):
+                raise kept
+
         async def keep_turn(done: Done) -> None:
             if keeps_turn(done):
                 await self.store.conversations.append_turn(
@@ -234,11 +306,11 @@ class ChatService:
             chunk_size=chunk_size,
             flush_seconds=settings.sse_flush_ms / 1000,
             finalize=finalize,
-            after_done=keep_turn,
+            after_done=after_done,
             finish_by=end - _LAST_WRITES_SECONDS,
         )
         self.active[run_id] = handle
-        handle.on_finished(lambda: self.active.pop(run_id, None))
+        handle.on_finished(finished)
         return handle
 
     async def _abandon(self, tenant: str, run_id: str) -> None:

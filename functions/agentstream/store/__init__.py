@@ -9,6 +9,7 @@ from agentstream.store.active_runs import ActiveRunRepository
 from agentstream.store.agents import AgentRepository
 from agentstream.store.conversations import ConversationRepository
 from agentstream.store.keys import KeyRepository
+from agentstream.store.limits import LimitRepository
 from agentstream.store.memories import MemoryRepository
 from agentstream.store.runs import RunRepository
 
@@ -36,6 +37,7 @@ class Store:
         self.keys = KeyRepository(table)
         self.runs = RunRepository(table, ttl_days=run_ttl_days)
         self.active_runs = ActiveRunRepository(table)
+        self.limits = LimitRepository(table)
 
     def connect(self, *, dry_run_calls: bool = True, open_connection: bool = False) -> None:
         """Create the DynamoDB client now (start-up) rather than on the first request.
