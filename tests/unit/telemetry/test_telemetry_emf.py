@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
+import re
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -169,3 +172,27 @@ async def test_metrics_can_be_turned_off(capsys: pytest.CaptureFixture[str]) -> 
         pass
     await run.wait()
     assert emf_blobs(capsys.readouterr().out.splitlines()) == []
+
+
+def test_the_dashboard_in_docs_graphs_metrics_the_blobs_have() -> None:
+    dashboard = json.loads((Path(__file__).resolve().parents[3] / "docs" / "dashboard.json").read_text())
+    run = run_blob("agentstream", "svc", INFO, _done("error", error_code="x"), tool_calls=1)
+    emitted: dict[str, set[frozenset[str]]] = {}
+    for blob in (run, replay_blob("agentstream", "svc", "run_1")):
+        for directive in blob["_aws"]["CloudWatchMetrics"]:
+            for metric in directive["Metrics"]:
+                for dims in directive["Dimensions"]:
+                    emitted.setdefault(metric["Name"], set()).add(frozenset(dims))
+    searches = [
+        m["expression"]
+        for w in dashboard["widgets"]
+        for line in w["properties"]["metrics"]
+        for m in line
+        if isinstance(m, dict) and "expression" in m
+    ]
+    assert searches
+    for expression in searches:
+        match = re.search(r"\{agentstream,([a-z_,]+)\} MetricName=\"(\w+)\"", expression)
+        assert match is not None, expression
+        dims, name = frozenset(match.group(1).split(",")), match.group(2)
+        assert dims in emitted.get(name, set()), expression
