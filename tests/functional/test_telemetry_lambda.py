@@ -197,6 +197,7 @@ async def test_a_streamed_run_through_uvicorn_tells_the_same_story(
             "OPENAI_BASE_URL": fake_openai.base_url,
             "AGENTSTREAM_METRICS_NAMESPACE": "agentstream-test",
             "AGENTSTREAM_LOG_FORMAT": "json",
+            "AGENTSTREAM_METRICS": "true",
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
         }
         process, base = _spawn_uvicorn(env, log)

@@ -48,7 +48,7 @@ class AppTelemetry(Telemetry):
 
     def replay_started(self, tenant: str, run_id: str) -> None:
         logger.info("run resumed", extra={"run_id": run_id, "tenant": tenant})
-        if self.settings.metrics_enabled:
+        if self.settings.emits_metrics:
             settings = self.settings
             metrics.write_blob(
                 metrics.replay_blob(settings.metrics_namespace, settings.service_name, run_id, _request())
@@ -122,7 +122,7 @@ class _RunTelemetry(RunObserver):
             if settings.log_content:
                 summary["final_response"] = done.final_response
         logger.info("run finished", extra=summary)
-        if settings.metrics_enabled:
+        if settings.emits_metrics:
             blob = metrics.run_blob(
                 settings.metrics_namespace,
                 settings.service_name,

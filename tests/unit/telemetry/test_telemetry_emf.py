@@ -141,7 +141,9 @@ async def test_a_run_writes_exactly_one_valid_blob_to_stdout(capsys: pytest.Capt
     store.agents.items[("t", "agt_1")] = Agent(
         id="agt_1", name="calc", model=model, tools=["calculator"], created_at="", updated_at=""
     )
-    settings = Settings(log_flush_seconds=0.05, heartbeat_seconds=0.05, metrics_namespace="Custom/NS")
+    settings = Settings(
+        log_flush_seconds=0.05, heartbeat_seconds=0.05, metrics_enabled=True, metrics_namespace="Custom/NS"
+    )
     chat = ChatService(store, settings, telemetry=build_telemetry(settings))
     run = await chat.start("t", "agt_1", ChatInput("what is 2+3*4", user_id="u"))
     async for _ in run.events():
@@ -160,18 +162,29 @@ async def test_a_run_writes_exactly_one_valid_blob_to_stdout(capsys: pytest.Capt
     assert blob["RunDuration"] == run.done.metrics["duration_ms"]
 
 
-async def test_metrics_can_be_turned_off(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("values", "blobs"),
+    [
+        ({}, 0),  # outside Lambda, stdout is a terminal's: only when asked for
+        ({"lambda_runtime_api": "127.0.0.1:9001"}, 1),  # in Lambda, stdout is the log group
+        ({"lambda_runtime_api": "127.0.0.1:9001", "metrics_enabled": False}, 0),
+        ({"metrics_enabled": True}, 1),
+    ],
+)
+async def test_metrics_are_on_in_lambda_and_where_asked_for(
+    capsys: pytest.CaptureFixture[str], values: dict[str, Any], blobs: int
+) -> None:
     store = MemoryStore()
     store.agents.items[("t", "agt_1")] = Agent(
         id="agt_1", name="a", model=ModelConfig(provider="scripted", name="s"), created_at="", updated_at=""
     )
-    settings = Settings(log_flush_seconds=0.05, heartbeat_seconds=0.05, metrics_enabled=False)
+    settings = Settings(log_flush_seconds=0.05, heartbeat_seconds=0.05, **values)
     chat = ChatService(store, settings, telemetry=build_telemetry(settings))
     run = await chat.start("t", "agt_1", ChatInput("hi"))
     async for _ in run.events():
         pass
     await run.wait()
-    assert emf_blobs(capsys.readouterr().out.splitlines()) == []
+    assert len(emf_blobs(capsys.readouterr().out.splitlines())) == blobs
 
 
 def test_the_dashboard_in_docs_graphs_metrics_the_blobs_have() -> None:
