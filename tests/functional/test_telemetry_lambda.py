@@ -5,6 +5,7 @@ trace, tells its whole story."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -217,3 +218,28 @@ async def test_a_streamed_run_through_uvicorn_tells_the_same_story(
         assert events[-1][1]["status"] == "completed"
         assert spans_at_end == 4
         _check_story(log.read_text(), events[0][1]["run_id"], receiver, request_id=None)
+
+
+async def test_a_resumed_stream_is_counted_and_logged(
+    dynamodb: Any, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from agentstream.config import Settings
+    from agentstream.web.app import create_app
+
+    settings = Settings(admin_key=ADMIN_KEY, metrics_enabled=True, log_flush_seconds=0.05)
+    app = create_app(settings, Store("agentstream", dynamodb))
+    auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    transport = httpx.ASGITransport(app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=auth) as client:
+        spec = {"name": "s", "model": {"provider": "scripted", "name": "s", "options": {"delay_ms": 0}}}
+        agent = (await client.post("/api/v1/agents", json=spec)).json()["data"]["id"]
+        ran = await client.post(f"/api/v1/agents/{agent}/chat", json={"message": "hi"})
+        run_id = ran.json()["data"]["run_id"]
+        capsys.readouterr()
+        with caplog.at_level(logging.INFO, logger="agentstream.runs"):
+            replayed = await client.get(f"/api/v1/runs/{run_id}/events")
+    assert parse_sse(replayed.content)[-1][1]["chunk_type"] == "done"
+    (blob,) = emf_blobs(capsys.readouterr().out.splitlines())
+    validate(blob)
+    assert (blob["Resumes"], blob["run_id"]) == (1, run_id)
+    assert [r.getMessage() for r in caplog.records if r.name == "agentstream.runs"] == ["run resumed"]
