@@ -17,11 +17,14 @@ import pytest
 from agentstream.config import Settings
 from agentstream.core.agents import Agent, ModelConfig
 from agentstream.core.service import ChatInput, ChatService
+from agentstream.handlers import api, stream
 from agentstream.telemetry import build_telemetry
 from agentstream.telemetry.logs import JsonFormatter, bind_run
 from lambda_streaming import _logging as runtime_logging
 from lambda_streaming.context import Invocation, current_invocation
+from tests.conftest import load_event
 from tests.support.memory_store import MemoryStore
+from tests.unit.handlers.lambda_contexts import PlainContext
 
 pytestmark = pytest.mark.anyio
 
@@ -226,3 +229,18 @@ def test_outside_lambda_the_app_logs_readable_text_unless_asked_for_json() -> No
     assert "WARNING lambda_streaming: from the runtime" in text[1]
     as_json = _configure({"AGENTSTREAM_LOG_FORMAT": "json"})
     assert json.loads(as_json[0])["message"] == "from the app"
+
+
+async def _logging_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An ASGI app that logs one line."""
+    logging.getLogger("agentstream.test.buffered").warning("inside the app")
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.mark.parametrize("entry", [api, stream])
+def test_buffered_invocations_label_their_lines_with_the_request_id(entry: Any, lines: Lines) -> None:
+    """Without the streaming-runtime layer (the managed runtime, sam local) the handler tells the id."""
+    response = entry.make_handler(_logging_app)(load_event("http_api_v2.json"), PlainContext())
+    assert response["statusCode"] == 200
+    assert [x["function_request_id"] for x in lines.lines] == [PlainContext.aws_request_id]
