@@ -485,15 +485,18 @@ def cold_start(stack: Stack, cfg: Config, ctx: dict[str, Any]) -> list[Figure]:
         "app": "agentstream.app",
         "handler": "agentstream.handlers.stream",
         "baseline": "fastapi, boto3, httpx, mangum",
+        "app_otel": "agentstream.app",  # traces on: the OpenTelemetry SDK and exporter come with it
     }
     env = stack.app_env(stack.dynamodb)
+    # nothing is sent at import; the endpoint only turns traces on
+    otel_env = {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
     seconds: dict[str, list[float]] = {k: [] for k in subjects}
     rss: dict[str, list[float]] = {k: [] for k in subjects}
     for repeat in range(cfg.import_repeats + 1):
         for name, modules in subjects.items():
             out = subprocess.run(
                 [sys.executable, "-c", _IMPORT.format(modules=modules)],
-                env=env,
+                env=otel_env if name == "app_otel" else env,
                 capture_output=True,
                 text=True,
                 check=True,
@@ -513,6 +516,10 @@ def cold_start(stack: Stack, cfg: Config, ctx: dict[str, Any]) -> list[Figure]:
                median(seconds["handler"]), median(seconds["baseline"]), "4 imports",
                note=f"max RSS {median(rss['handler']):.0f} MB",
                samples={"ours": seconds["handler"]}),
+        Figure(section, "import.app_otel", "import agentstream.app, traces on (OTLP endpoint set)", "ms",
+               median(seconds["app_otel"]), median(seconds["app"]), "traces off",
+               note=f"max RSS {median(rss['app_otel']):.0f} MB; off, nothing of the SDK is imported",
+               samples={"ours": seconds["app_otel"], "baseline": seconds["app"]}),
     ]  # fmt: skip
 
 

@@ -16,6 +16,8 @@ import re
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
+from agentstream.config import get_settings
+from agentstream.telemetry import configure_logging
 from agentstream.web.app import create_app
 
 if TYPE_CHECKING:
@@ -95,6 +97,7 @@ def _exercise_routes(app: FastAPI) -> None:
         loop.close()
 
 
+configure_logging(get_settings())
 app = create_app()
 warm_up(app)
 gc.freeze()

@@ -244,6 +244,42 @@ class Settings(BaseSettings):
         key = self._endpoint_keys.get(name)
         return key.get_secret_value() if key is not None else None
 
+    # --- Telemetry (docs/operating.md) ---
+    # Message text, final replies and tool arguments in logs and spans: off unless asked for.
+    log_content: bool = Field(False, validation_alias="AGENTSTREAM_LOG_CONTENT")
+    # json | text; unset: JSON in Lambda, readable text elsewhere (`make run`)
+    log_format: Literal["json", "text"] | None = Field(None, validation_alias="AGENTSTREAM_LOG_FORMAT")
+    # One CloudWatch EMF blob per finished run on stdout; unset: in Lambda only (see ``emits_metrics``).
+    metrics_enabled: bool | None = Field(None, validation_alias="AGENTSTREAM_METRICS")
+    metrics_namespace: str = Field(
+        "agentstream", min_length=1, max_length=255, validation_alias="AGENTSTREAM_METRICS_NAMESPACE"
+    )
+    # the `service` of log lines, metrics and spans
+    service_name: str = Field(
+        "agentstream",
+        min_length=1,
+        max_length=255,
+        validation_alias=AliasChoices("POWERTOOLS_SERVICE_NAME", "OTEL_SERVICE_NAME"),
+    )
+    # Traces go out over OTLP/HTTP when either is set (the exporter reads the OTEL_* variables itself).
+    otlp_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    otlp_traces_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    otel_sdk_disabled: bool = Field(False, validation_alias="OTEL_SDK_DISABLED")
+    # How long the end of a run waits for its spans to be sent (a frozen environment loses the rest).
+    trace_flush_ms: int = Field(2_000, ge=0, le=30_000, validation_alias="AGENTSTREAM_TRACE_FLUSH_MS")
+
+    @property
+    def emits_metrics(self) -> bool:
+        """EMF on stdout: in Lambda (where stdout is the log group) unless turned off; elsewhere when asked
+        for (a container whose stdout goes to CloudWatch Logs), never by surprise in a terminal."""
+        if self.metrics_enabled is not None:
+            return self.metrics_enabled
+        return self.lambda_runtime_api is not None
+
+    @property
+    def traces_enabled(self) -> bool:
+        return bool(self.otlp_endpoint or self.otlp_traces_endpoint) and not self.otel_sdk_disabled
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

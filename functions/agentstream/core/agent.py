@@ -44,11 +44,13 @@ from agentstream.core.providers.base import (
     Message,
     ModelProvider,
     ModelRequest,
+    StepEnd,
     TextChunk,
     ToolCallRequest,
     ToolSpec,
     UsageReport,
 )
+from agentstream.core.telemetry import NO_OBSERVER, RunObserver
 from agentstream.core.tools import BUILTIN_TOOLS, Tool, ToolFailed
 from agentstream.errors import AgentStreamError
 
@@ -76,6 +78,8 @@ class Turn:
     started: float = field(default_factory=time.monotonic)
     # the run's deadline and stop switch: stop() ends it at once with ``Done`` status ``cancelled``
     control: RunControl = field(default_factory=RunControl)
+    # told of each model call and tool call (logs, metrics, traces); nothing per text delta
+    observer: RunObserver = NO_OBSERVER
 
 
 @dataclass(slots=True)
@@ -85,6 +89,8 @@ class _State:
     usage: Usage = field(default_factory=Usage)
     first_text_at: float | None = None
     text_events: int = 0
+    # seconds between consecutive text deltas of one model call (what a reader feels as stutter)
+    gaps: list[float] = field(default_factory=list)
 
 
 def _estimate_tokens(messages: Sequence[Message]) -> int:
@@ -113,6 +119,8 @@ async def run_agent(
     pending: list[ToolCall] = []
     status: DoneStatus = "completed"
     control = turn.control
+    observer = turn.observer
+    error_code: str | None = None
     try:
         while True:
             control.check()
@@ -136,6 +144,11 @@ async def run_agent(
             calls: list[ToolCallRequest] = []
             step_usage: Usage | None = None
             text_events = 0
+            last_text_at: float | None = None
+            finished = False
+            finish_reason: str | None = None
+            gaps = state.gaps
+            observer.model_call_started(state.steps, request.model)
             events = provider.stream(request)
             try:
                 async with control.guard():
@@ -143,8 +156,12 @@ async def run_agent(
                         if isinstance(event, TextChunk):
                             if not event.text:
                                 continue
-                            if state.first_text_at is None:
-                                state.first_text_at = time.monotonic()
+                            now = time.monotonic()
+                            if last_text_at is not None:
+                                gaps.append(now - last_text_at)
+                            elif state.first_text_at is None:
+                                state.first_text_at = now
+                            last_text_at = now
                             step_text.append(event.text)
                             state.text.append(event.text)
                             text_events += 1
@@ -156,12 +173,18 @@ async def run_agent(
                             calls.append(event)
                         elif isinstance(event, UsageReport):
                             step_usage = event.usage
+                        elif isinstance(event, StepEnd):
+                            finish_reason = event.reason
+                finished = True
             finally:
                 aclose = getattr(events, "aclose", None)
                 if aclose is not None:
                     await aclose()
                 # counted also when the step was cut short (timeout, cancel, upstream failure)
-                state.usage.add(step_usage or Usage(_estimate_tokens(messages), text_events, estimated=True))
+                step_usage = step_usage or Usage(_estimate_tokens(messages), text_events, estimated=True)
+                state.usage.add(step_usage)
+                reason = finish_reason or ("tool_calls" if calls else "stop")
+                observer.model_call_ended(step_usage, (reason,) if finished else ())
             if not calls:
                 break
             messages.append(Message("assistant", "".join(step_text), tool_calls=tuple(calls)))
@@ -172,8 +195,13 @@ async def run_agent(
                 if call.name in client_names and call.name not in agent_tools:
                     pending.append(tool_call)
                     continue
-                async with control.guard():
-                    result = await _run_tool(call, agent_tools)
+                observer.tool_started(tool_call)
+                result: ToolResult | None = None
+                try:
+                    async with control.guard():
+                        result = await _run_tool(call, agent_tools)
+                finally:
+                    observer.tool_ended(tool_call, result)
                 yield result
                 messages.append(Message("tool", result.content, tool_call_id=call.id, name=call.name))
             if pending:
@@ -184,10 +212,12 @@ async def run_agent(
         status = "cancelled"
     except AgentStreamError as e:
         status = "error"
+        error_code = e.code
         yield Error(e.message, e.code, getattr(e, "retry_after", None))
     except Exception:
         logger.exception("run %s failed", turn.run_id)
         status = "error"
+        error_code = "internal_error"
         yield Error("internal error while running the agent", "internal_error")
     yield Done(
         status=status,
@@ -196,6 +226,7 @@ async def run_agent(
         usage=state.usage,
         metrics=_metrics(turn, state),
         pending_tool_calls=tuple(pending) if status == "completed" else (),
+        error_code=error_code,
     )
 
 
@@ -212,7 +243,18 @@ def _metrics(turn: Turn, state: _State) -> dict[str, int | float | None]:
         "duration_ms": round((now - turn.started) * 1000),
         "content_events": state.text_events,
         "output_tokens_per_s": rate,
+        "gap_p50_ms": _percentile_ms(state.gaps, 50),
+        "gap_p95_ms": _percentile_ms(state.gaps, 95),
     }
+
+
+def _percentile_ms(values: list[float], percent: int) -> float | None:
+    """Nearest-rank percentile of seconds, in milliseconds (None without values)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-percent * len(ordered) // 100))
+    return round(ordered[rank - 1] * 1000, 1)
 
 
 async def _run_tool(call: ToolCallRequest, tools: Mapping[str, Tool]) -> ToolResult:

@@ -96,6 +96,8 @@ class Done:
     # calls of the caller's own tools (``Turn.client_tools``) the model asked for: the run ended to let
     # the caller run them and send their results in its next turn
     pending_tool_calls: tuple[ToolCall, ...] = ()
+    # the code of the ``Error`` event that ended the run (status ``error``): for telemetry, not the wire
+    error_code: str | None = None
 
 
 Event = Start | TextDelta | ToolCall | ToolResult | Metadata | Error | Done

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from agentstream.core.chunking import Regrouper
 from agentstream.core.control import RunControl
 from agentstream.core.events import Done, Error, Event, TextDelta, event_json
+from agentstream.core.telemetry import NO_OBSERVER, RunObserver
 
 if TYPE_CHECKING:
     from agentstream.core.recorder import RunRecorder
@@ -62,6 +63,7 @@ class RunHandle:
         after_done: AfterDone | None = None,
         finish_by: float | None = None,
         outbox_limit: int = _OUTBOX_LIMIT,
+        observer: RunObserver = NO_OBSERVER,
     ) -> None:
         self.run_id = run_id
         self.session_id = session_id
@@ -71,6 +73,7 @@ class RunHandle:
         self._finalize = finalize
         self._after_done = after_done
         self._finish_by = finish_by
+        self._observer = observer
         self._regroup = Regrouper(chunk_size) if chunk_size > 0 else None
         self._flush_seconds = flush_seconds
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -153,7 +156,12 @@ class RunHandle:
             if self.done is None:
                 self._flush_held()
                 self._emit(Error("internal error while running the agent", "internal_error"))
-                self.done = Done(status="error", final_response="".join(self._text), total_steps=0)
+                self.done = Done(
+                    status="error",
+                    final_response="".join(self._text),
+                    total_steps=0,
+                    error_code="internal_error",
+                )
                 self._emit(self.done)
         except asyncio.CancelledError:
             logger.info("run %s cancelled after %d events", self.run_id, self._seq)
@@ -166,7 +174,12 @@ class RunHandle:
             await self._finish()
 
     async def _finish(self) -> None:
-        """The run log's last write and final status, and the after-done hook, within the budget."""
+        """The run log's last write and final status, the after-done hook and the telemetry's flush,
+        side by side within the budget."""
+        try:
+            self._observer.run_ended(self.done)
+        except Exception:
+            logger.exception("run %s: telemetry failed", self.run_id)
         budget = _AFTER_DONE_SECONDS
         if self._finish_by is not None:
             budget = max(0.0, min(budget, self._finish_by - time.monotonic()))
@@ -185,10 +198,16 @@ class RunHandle:
                 except Exception:
                     logger.exception("run %s: the run log could not be closed", self.run_id)
 
+        async def flush() -> None:
+            try:
+                await self._observer.flush()
+            except Exception:
+                logger.exception("run %s: telemetry could not be flushed", self.run_id)
+
         try:
             async with asyncio.timeout(budget):
                 # side by side: a slow history write must not keep the run's final status unwritten
-                await asyncio.gather(after_done(), close_log())
+                await asyncio.gather(after_done(), close_log(), flush())
         except TimeoutError:
             logger.warning("run %s: book-keeping after done ran out of time (%.1f s)", self.run_id, budget)
 

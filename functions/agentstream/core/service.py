@@ -30,6 +30,7 @@ from agentstream.core.providers import create_provider
 from agentstream.core.providers.base import Message, ToolSpec
 from agentstream.core.recorder import RunRecorder
 from agentstream.core.runs import RunHandle
+from agentstream.core.telemetry import NO_TELEMETRY, RunInfo, Telemetry
 from agentstream.core.tools import BUILTIN_TOOLS, RunTools, Tool, remember_tool
 from agentstream.errors import BadRequest, RateLimited
 
@@ -91,11 +92,16 @@ def _system_prompt(agent: Agent, memories: list[MemoryItem]) -> str:
 
 class ChatService:
     def __init__(
-        self, store: ChatStore, settings: Settings, providers: ProviderFactory = create_provider
+        self,
+        store: ChatStore,
+        settings: Settings,
+        providers: ProviderFactory = create_provider,
+        telemetry: Telemetry = NO_TELEMETRY,
     ) -> None:
         self.store = store
         self.settings = settings
         self._providers = providers
+        self.telemetry = telemetry
         # runs in flight in this process, so a cancel request reaches them at once
         self.active: dict[str, RunHandle] = {}
         # slots being given back by runs that ended without their Done
@@ -221,6 +227,9 @@ class ChatService:
         # the agent's MCP entries become the tools they name, as the model will see them
         agent_tools = [t for t in agent.tools if not t.startswith("mcp:")] + list(mcp.tools)
         history = [Message(m.role, m.content) for m in stored] if request.history is None else request.history
+        observer = self.telemetry.run_started(
+            RunInfo(run_id, tenant, agent.id, agent.name, agent.model.provider, agent.model.name, session_id)
+        )
         turn = Turn(
             run_id=run_id,
             agent=agent.model_copy(
@@ -237,6 +246,7 @@ class ChatService:
             notice={"mcp_unavailable": mcp.unavailable} if mcp.unavailable else None,
             started=started,
             control=control,
+            observer=observer,
         )
 
         def keeps_turn(done: Done) -> bool:
@@ -308,6 +318,7 @@ class ChatService:
             finalize=finalize,
             after_done=after_done,
             finish_by=end - _LAST_WRITES_SECONDS,
+            observer=observer,
         )
         self.active[run_id] = handle
         handle.on_finished(finished)

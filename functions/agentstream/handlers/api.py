@@ -13,6 +13,7 @@ from mangum import Mangum
 
 from agentstream.app import app
 from agentstream.handlers._asgi import thread_event_loop
+from agentstream.telemetry.logs import bind_request_id
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -30,6 +31,7 @@ def make_handler(app: ASGI) -> Callable[[LambdaEvent, LambdaContext], dict[str, 
         # made here, not at import): make sure there is one. Lifespan is off, as in the streaming
         # handler: the app initialises what it needs itself.
         thread_event_loop()
+        bind_request_id(getattr(context, "aws_request_id", None))  # the log lines' function_request_id
         return Mangum(app, lifespan="off")(event, context)
 
     return handle

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from agentstream.app import app
 from agentstream.config import get_settings
 from agentstream.handlers._asgi import AsgiCycle, run_on_thread_loop
+from agentstream.telemetry.logs import bind_request_id
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -49,6 +50,8 @@ def make_handler(app: ASGI) -> StreamHandler:
     def handle(
         event: LambdaEvent, context: LambdaContext
     ) -> dict[str, Any] | AsyncIterator[dict[str, Any] | bytes]:
+        # the log lines' function_request_id when no streaming-runtime layer tells it (buffered calls)
+        bind_request_id(getattr(context, "aws_request_id", None))
         cycle = AsgiCycle(app, event, context)
         if invoke_mode(context) == "response_stream":
             return cycle.stream()

@@ -18,6 +18,7 @@ from agentstream.config import Settings, get_settings
 from agentstream.core.service import ChatService
 from agentstream.errors import AgentStreamError
 from agentstream.store import Store
+from agentstream.telemetry import build_telemetry
 from agentstream.web import openai
 from agentstream.web.routes import router
 
@@ -79,7 +80,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.store = store or Store(
         settings.table, history_ttl_days=settings.history_ttl_days, run_ttl_days=settings.run_ttl_days
     )
-    app.state.chat = ChatService(app.state.store, settings)
+    app.state.chat = ChatService(app.state.store, settings, telemetry=build_telemetry(settings))
 
     @app.exception_handler(AgentStreamError)
     async def _agentstream_error(request: Request, exc: AgentStreamError) -> JSONResponse:

@@ -71,6 +71,7 @@ async def run_events(
     if deadline is not None:
         deadline -= REPLAY_MARGIN_SECONDS
     replay = Replay(store, caller.tenant, run, start, chat.settings.sse_ping_seconds, deadline)
+    chat.telemetry.replay_started(caller.tenant, run_id)
     return StreamingResponse(replay.frames(), media_type=MEDIA_TYPE, headers=sse_headers(run_id))
 
 

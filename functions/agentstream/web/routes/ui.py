@@ -81,6 +81,7 @@ async def resume_chat_ui(
     replay = Replay(
         store, caller.tenant, run, -1, chat.settings.sse_ping_seconds, deadline, encoder=UIMessageStream()
     )
+    chat.telemetry.replay_started(caller.tenant, run_id)
     return StreamingResponse(
         replay.frames(), media_type=MEDIA_TYPE, headers={**sse_headers(run_id), **HEADERS}
     )

@@ -1,8 +1,12 @@
 """Lambda-style logs: every record carries the request id of the invocation that wrote it.
 
 Formats follow the managed Python runtime: text ``[LEVEL]\\t<time>Z\\t<request id>\\t<message>`` or, with
-``AWS_LAMBDA_LOG_FORMAT=JSON``, one JSON object per record. Records go to stderr; in text mode newlines
-become carriage returns so that CloudWatch keeps a traceback in one record, as the managed runtime does.
+``AWS_LAMBDA_LOG_FORMAT=JSON``, one JSON object per record in the aws-lambda-powertools Logger shape
+(``level``, ``location``, ``message``, ``timestamp``, ``service``, ``logger``, ``function_request_id``,
+``xray_trace_id``, fields given with ``extra=``, ``exception_name`` + ``exception``), so that an app
+which formats its own lines that way (agentstream does) and the runtime write one shape. Records go
+to stderr; in text mode newlines become carriage returns so that CloudWatch keeps a traceback in one
+record, as the managed runtime does.
 ``START``/``END``/``REPORT`` lines are written by the platform, not here.
 """
 
@@ -16,7 +20,7 @@ import time
 import traceback
 from typing import Any
 
-from .context import current_invocation
+from .context import current_invocation, trace_id
 
 __all__ = ["error_record", "log_invocation_error", "setup_logging"]
 
@@ -42,17 +46,41 @@ class _TextFormatter(logging.Formatter):
         return f"[{record.levelname}]\t{_timestamp(record.created)}\t{_request_id()}\t{message}"
 
 
+# the attributes every LogRecord has: anything else on a record was given with ``extra=``
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+
+def _service() -> str:
+    for name in ("POWERTOOLS_SERVICE_NAME", "OTEL_SERVICE_NAME", "AWS_LAMBDA_FUNCTION_NAME"):
+        if value := os.environ.get(name):
+            return value
+    return "service_undefined"
+
+
 class _JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.service = _service()
+
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
-            "timestamp": _timestamp(record.created),
             "level": record.levelname,
+            "location": f"{record.funcName}:{record.lineno}",
             "message": record.getMessage(),
+            "timestamp": _timestamp(record.created),
+            "service": self.service,
             "logger": record.name,
-            "requestId": _request_id(),
         }
+        if request_id := _request_id():
+            data["function_request_id"] = request_id
+        if trace := trace_id():
+            data["xray_trace_id"] = trace
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                data[key] = value
         if record.exc_info and record.exc_info[1] is not None:
-            data.update(error_record(record.exc_info[1]))
+            data["exception_name"] = type(record.exc_info[1]).__name__
+            data["exception"] = self.formatException(record.exc_info)
         return json.dumps(data, default=str, ensure_ascii=False)
 
 
