@@ -40,6 +40,7 @@ from agentstream.core.events import (
     ToolResult,
     Usage,
 )
+from agentstream.core.providers._options import usable_options
 from agentstream.core.providers.base import (
     Message,
     ModelProvider,
@@ -103,6 +104,11 @@ async def run_agent(
     yield Start(run_id=turn.run_id, agent_id=agent.id, session_id=turn.session_id)
     if turn.notice:
         yield Metadata(dict(turn.notice))
+    # an agent stored before the options rules may hold options they refuse: left out, and said
+    options, ignored = usable_options(agent.model.provider, agent.model.options)
+    if ignored:
+        logger.warning("run %s: agent %s: model.options %s left out", turn.run_id, agent.id, ignored)
+        yield Metadata({"options_ignored": ignored})
     state = _State()
     messages: list[Message] = [Message("system", agent.instructions), *turn.history]
     if turn.message is not None:
@@ -130,7 +136,7 @@ async def run_agent(
                 tools=offered,
                 temperature=agent.model.temperature,
                 max_tokens=agent.model.max_tokens,
-                extra=agent.model.options,
+                extra=options,
             )
             step_text: list[str] = []
             calls: list[ToolCallRequest] = []

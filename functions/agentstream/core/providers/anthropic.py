@@ -70,6 +70,10 @@ _STOP_REASONS = {
     "model_context_window_exceeded": "length",
 }
 
+# what the request is about: never set by ``request.extra`` (agents' options are checked before,
+# see ``_options.py``; this holds for any caller)
+_OWN_FIELDS = frozenset({"model", "system", "messages", "stream", "tools", "tool_choice"})
+
 
 class AnthropicProvider:
     """Streams messages from the Anthropic Messages API (``base_url`` without ``/v1``)."""
@@ -236,7 +240,8 @@ def _finish_call(call: _PartialCall) -> ToolCallRequest:
 
 
 def _body(request: ModelRequest) -> dict[str, Any]:
-    """The request JSON; ``request.extra`` adds or overrides fields (a ``None`` value removes one)."""
+    """The request JSON; ``request.extra`` adds or overrides sampling fields (a ``None`` value removes
+    one), never what the request is about (``_OWN_FIELDS``)."""
     system, conversation = turns(request.messages)
     body: dict[str, Any] = {
         "model": request.model,
@@ -251,8 +256,7 @@ def _body(request: ModelRequest) -> dict[str, Any]:
             {"name": spec.name, "description": spec.description, "input_schema": spec.parameters}
             for spec in request.tools
         ]
-    body.update(request.extra)
-    body["stream"] = True
+    body.update({key: value for key, value in request.extra.items() if key not in _OWN_FIELDS})
     return {key: value for key, value in body.items() if value is not None}
 
 

@@ -112,6 +112,9 @@ _NO_SUCH_MODEL = re.compile(
     r"model identifier is invalid|model.*(not found|does not exist|not supported)", re.IGNORECASE
 )
 _ARN = re.compile(r"arn:aws[\w-]*:[^\s,;\"']+")
+# what the request is about: never set by ``request.extra`` (agents' options are checked before,
+# see ``_options.py``; this holds for any caller)
+_OWN_PARAMS = frozenset({"modelId", "messages", "system", "toolConfig"})
 
 
 class BedrockProvider:
@@ -322,7 +325,8 @@ def _finish_call(call: _PartialCall) -> ToolCallRequest:
 
 def _params(request: ModelRequest) -> dict[str, Any]:
     """``converse_stream``'s parameters; ``request.extra`` adds or overrides them (``None`` removes one;
-    an ``inferenceConfig`` there is merged into the agent's)."""
+    an ``inferenceConfig`` there is merged into the agent's), never what the request is about
+    (``_OWN_PARAMS``)."""
     system, conversation = turns(request.messages)
     params: dict[str, Any] = {"modelId": request.model, "messages": [_turn(turn) for turn in conversation]}
     if system:
@@ -347,7 +351,7 @@ def _params(request: ModelRequest) -> dict[str, Any]:
                 for spec in request.tools
             ]
         }
-    params.update(extra)
+    params.update({key: value for key, value in extra.items() if key not in _OWN_PARAMS})
     return {key: value for key, value in params.items() if value is not None}
 
 

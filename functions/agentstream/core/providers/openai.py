@@ -131,7 +131,8 @@ class OpenAIProvider:
         yield StepEnd(step.finish_reason or ("tool_calls" if calls else "stop"))
 
     def _body(self, request: ModelRequest) -> dict[str, Any]:
-        """The request JSON; ``request.extra`` adds or overrides fields (a ``None`` value removes one)."""
+        """The request JSON; ``request.extra`` adds or overrides sampling fields (a ``None`` value
+        removes one), never what the request is about (``_OWN_FIELDS``)."""
         body: dict[str, Any] = {
             "model": request.model,
             "messages": _messages(request.messages, fold_system=self._fold_system),
@@ -142,8 +143,7 @@ class OpenAIProvider:
         }
         if request.tools:
             body["tools"] = [_tool(spec) for spec in request.tools]
-        body.update(request.extra)
-        body["stream"] = True
+        body.update({key: value for key, value in request.extra.items() if key not in _OWN_FIELDS})
         return {key: value for key, value in body.items() if value is not None}
 
     def _apply(self, step: _Step, event: str, data: str) -> str:
@@ -172,6 +172,11 @@ class OpenAIProvider:
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "[redacted]") if self._api_key else text
+
+
+# what the request is about: never set by ``request.extra`` (agents' options are checked before,
+# see ``_options.py``; this holds for any caller)
+_OWN_FIELDS = frozenset({"model", "messages", "stream", "tools", "tool_choice", "n"})
 
 
 @dataclass
