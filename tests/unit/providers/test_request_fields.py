@@ -97,3 +97,25 @@ async def test_scripted_repeat_makes_long_replies_from_small_agents() -> None:
     text = "".join(e.text for e in events if isinstance(e, TextChunk))
     assert text == "长回复🙂" * 3
     assert events[-1] == StepEnd("stop")
+
+
+def test_the_redactor_takes_out_every_part_of_the_address_and_the_keys() -> None:
+    from agentstream.core.providers._http import redactor
+
+    redact = redactor("http://svc-user:p%40ss-word@inner-host.corp:8443/v1", "sk-key-123")
+    text = (
+        "failed: http://svc-user:p%40ss-word@inner-host.corp:8443/v1/chat, host inner-host.corp:8443, "
+        "user svc-user pass p@ss-word / p%40ss-word, key sk-key-123, see https://docs.example/x"
+    )
+    out = redact(text)
+    for secret in (
+        "svc-user",
+        "p@ss-word",
+        "p%40ss-word",
+        "inner-host.corp",
+        "8443",
+        "sk-key-123",
+        "https://",
+    ):
+        assert secret not in out
+    assert out.startswith("failed: [redacted]")

@@ -10,6 +10,7 @@ Adding a provider is one module and one line in ``_MODULES``. Every provider com
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Protocol
 
 from agentstream.core.providers._retry import Retrying, RetryPolicy
@@ -30,6 +31,11 @@ _MODULES = {
     "scripted": "agentstream.core.providers.scripted",
 }
 PROVIDER_NAMES = frozenset(_MODULES)
+
+# httpx logs every request's URL at INFO, httpcore every connection's host and port at DEBUG: an
+# upstream's address (and credentials in its URL) never reaches the logs. Their warnings still do.
+for _transport in ("httpx", "httpcore"):
+    logging.getLogger(_transport).setLevel(logging.WARNING)
 # the wire formats a named endpoint may speak
 ENDPOINT_PROVIDERS = frozenset({"openai", "anthropic"})
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import threading
 import weakref
 from functools import cache
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
@@ -31,6 +33,7 @@ __all__ = [
     "excerpt",
     "read_error_body",
     "read_to_the_end",
+    "redactor",
     "shared_client",
     "transport_error",
     "warm_up",
@@ -167,9 +170,40 @@ def excerpt(text: str) -> str:
     return flat if len(flat) <= _EXCERPT_CHARS else flat[: _EXCERPT_CHARS - 1] + "…"
 
 
-def transport_error(exc: httpx.HTTPError, *, url: str, redact: Callable[[str], str]) -> UpstreamError:
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s\"'<>]+", re.IGNORECASE)
+# Parts of an address shorter than this are not looked for in texts (they would match everywhere).
+_SHORTEST_SECRET = 4
+REDACTED = "[redacted]"
+
+
+def redactor(url: str, *secrets: str | None) -> Callable[[str], str]:
+    """A function that takes out of a text what users and logs must never see: the ``secrets`` (keys),
+    any URL, and every part of the upstream's address ``url`` an error may quote (its host and port,
+    user name and password, percent-encoded or not). Errors name an upstream by its configured name."""
+    parts = urlsplit(url)
+    needles = {url, parts.netloc, unquote(parts.netloc), *(s for s in secrets if s)}
+    host, _, _ = parts.netloc.rpartition("@")[2].partition(":")
+    userinfo = parts.netloc.rpartition("@")[0]
+    for part in (parts.hostname, host, parts.netloc.rpartition("@")[2], userinfo, *userinfo.split(":")):
+        if part:
+            needles |= {part, unquote(part)}
+    ordered = sorted((n for n in needles if len(n) >= _SHORTEST_SECRET), key=len, reverse=True)
+
+    def redact(text: str) -> str:
+        text = _URL.sub(REDACTED, text)
+        for needle in ordered:
+            if needle in text:
+                text = text.replace(needle, REDACTED)
+        return text
+
+    return redact
+
+
+def transport_error(exc: httpx.HTTPError, *, name: str, redact: Callable[[str], str]) -> UpstreamError:
     """The error for a request that failed below HTTP: could not connect, timed out, connection lost.
 
+    The upstream is named by ``name`` (the provider, or the operator's endpoint name), never by its
+    address; httpx's own messages may quote the URL, so they are not shown, only the failure's kind.
     Failing to connect, or losing the connection, is worth another try (if nothing was streamed yet);
     a read timeout is not: the upstream already took the whole read timeout to say nothing.
     """
@@ -180,11 +214,11 @@ def transport_error(exc: httpx.HTTPError, *, url: str, redact: Callable[[str], s
     if isinstance(exc, httpx.TimeoutException):
         return UpstreamTimeout("the model API request timed out")
     if isinstance(exc, httpx.ConnectError):
-        return UpstreamError(f"could not connect to the model API at {url}", retryable=True)
+        return UpstreamError(f"could not connect to the model API ({name})", retryable=True)
     if isinstance(exc, httpx.RemoteProtocolError):
         return UpstreamError(
             "the model API closed the connection before the reply was complete", retryable=True
         )
     return UpstreamError(
-        redact(f"the model API request failed: {type(exc).__name__}: {excerpt(str(exc))}"), retryable=True
+        redact(f"the model API request ({name}) failed: {type(exc).__name__}"), retryable=True
     )

@@ -41,6 +41,7 @@ from agentstream.core.providers._http import (
     error_detail,
     excerpt,
     read_to_the_end,
+    redactor,
     shared_client,
     transport_error,
     warm_up,
@@ -79,10 +80,14 @@ class OpenAIProvider:
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
         client: httpx.AsyncClient | None = None,
+        name: str = "openai",
         fold_system_into_user: bool = False,
     ) -> None:
         self._url = base_url.rstrip("/") + "/chat/completions"
         self._api_key = api_key or None
+        # how errors name the upstream: the provider, or the operator's endpoint name (never its URL)
+        self._name = name
+        self._redact = redactor(base_url, self._api_key)
         # `read` bounds the wait between two reads of the stream, so a stalled stream times out.
         self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
         self._client = client
@@ -116,7 +121,7 @@ class OpenAIProvider:
                 if held:
                     yield TextChunk("\ufffd")  # the model's text ended inside a character
         except httpx.HTTPError as exc:
-            raise transport_error(exc, url=self._url, redact=self._redact) from exc
+            raise transport_error(exc, name=self._name, redact=self._redact) from exc
         except UnicodeDecodeError as exc:
             raise UpstreamError("the model API sent a stream that is not valid UTF-8") from exc
         if not step.done and step.finish_reason is None:
@@ -146,6 +151,9 @@ class OpenAIProvider:
         body.update({key: value for key, value in request.extra.items() if key not in _OWN_FIELDS})
         return {key: value for key, value in body.items() if value is not None}
 
+    def _malformed(self, data: str) -> UpstreamError:
+        return UpstreamError(f"the model API sent a malformed stream chunk: {self._redact(excerpt(data))}")
+
     def _apply(self, step: _Step, event: str, data: str) -> str:
         """Parse one stream event into ``step``; return its text."""
         if event == "error":
@@ -153,15 +161,15 @@ class OpenAIProvider:
         try:
             chunk = json.loads(data)
         except ValueError as exc:
-            raise UpstreamError(f"the model API sent a malformed stream chunk: {excerpt(data)}") from exc
+            raise self._malformed(data) from exc
         if not isinstance(chunk, dict):
-            raise UpstreamError(f"the model API sent a malformed stream chunk: {excerpt(data)}")
+            raise self._malformed(data)
         if chunk.get("error") is not None:
             raise self._stream_error(data)
         try:
             return step.apply(chunk)
         except (AttributeError, TypeError) as exc:  # a field of an unexpected type
-            raise UpstreamError(f"the model API sent a malformed stream chunk: {excerpt(data)}") from exc
+            raise self._malformed(data) from exc
 
     def _stream_error(self, data: str) -> UpstreamError:
         from agentstream.core.providers._errors import classify
@@ -169,9 +177,6 @@ class OpenAIProvider:
         detail, kind = error_detail(data)
         detail = self._redact(detail)
         return classify(f"the model API reported an error mid-stream: {detail}", kind=kind, detail=detail)
-
-    def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "[redacted]") if self._api_key else text
 
 
 # what the request is about: never set by ``request.extra`` (agents' options are checked before,
@@ -316,5 +321,6 @@ async def create(settings: Settings, endpoint: EndpointAccess | None = None) -> 
         api_key=api_key,
         connect_timeout=settings.upstream_connect_timeout,
         read_timeout=settings.upstream_read_timeout,
+        name="openai" if endpoint is None else f"endpoint {endpoint.name!r}",
         fold_system_into_user=settings.openai_fold_system and endpoint is None,
     )
