@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentstream.core.agents import Agent
-from agentstream.core.control import DeadlineReached, Interrupted, RunControl
+from agentstream.core.control import DeadlineReached, IdleTimeout, Interrupted, RunControl
 from agentstream.core.events import (
     Done,
     DoneStatus,
@@ -146,6 +146,7 @@ async def run_agent(
             try:
                 async with control.guard():
                     async for event in events:
+                        control.alive()
                         if isinstance(event, TextChunk):
                             if not event.text:
                                 continue
@@ -184,8 +185,10 @@ async def run_agent(
                 messages.append(Message("tool", result.content, tool_call_id=call.id, name=call.name))
             if pending:
                 break  # the caller runs its tools and continues the conversation
-    except DeadlineReached:
+    except DeadlineReached as reached:
         status = "timeout"
+        if isinstance(reached, IdleTimeout):  # (the run's deadline needs no word: its clients know it)
+            yield Metadata({"timeout": {"reason": "idle", "seconds": control.idle_seconds}})
     except Interrupted:
         status = "cancelled"
     except AgentStreamError as e:

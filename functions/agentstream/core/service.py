@@ -120,7 +120,9 @@ class ChatService:
         if invocation_deadline is not None:
             end = min(end, invocation_deadline)
         io_deadline.set(end - _LAST_WRITES_SECONDS)
-        control = RunControl(end - settings.deadline_margin_ms / 1000)
+        control = RunControl(
+            end - settings.deadline_margin_ms / 1000, idle_seconds=settings.idle_timeout_seconds
+        )
 
         agent = await self.store.agents.get(tenant, agent_id)
         if clash := sorted({t.name for t in request.client_tools} & set(agent.tools)):
