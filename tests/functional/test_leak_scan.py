@@ -34,6 +34,10 @@ ENDPOINT_KEY = "ep-leakscan-key-77aa"
 ENDPOINT_USER = "svcacct-0f3c"
 ENDPOINT_PASSWORD = "EpPass-leakscan-e91d"
 INTERNAL_HOST = "internal-llm-7f3a.corp.invalid"
+MCP_TOKEN = "mcp-leakscan-token-31f0"
+MCP_DOWN_HOST = "mcp-internal-9e2d.corp.invalid"
+# loggers of the test's own servers in this process (the MCP server's SDK and its uvicorn): not ours
+FOREIGN_LOGGERS = ("mcp", "uvicorn", "sse_starlette", "tests")
 
 
 class Secrets:
@@ -71,8 +75,17 @@ def upstream() -> Iterator[FakeOpenAI]:
 
 
 @pytest.fixture
+def mcp_server() -> Iterator[Any]:
+    from tests.fakes.mcp_server import McpTestServer
+
+    with McpTestServer(token=MCP_TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
 async def client(
     upstream: FakeOpenAI,
+    mcp_server: Any,
     dynamodb: Any,
     monkeypatch: pytest.MonkeyPatch,
     secrets: Secrets,
@@ -96,6 +109,16 @@ async def client(
     monkeypatch.setenv("AGENTSTREAM_UPSTREAM_CONNECT_TIMEOUT", "2")
     secrets.add(ADMIN, OPENAI_KEY, URL_USER, URL_PASSWORD, address, str(upstream.port))
     secrets.add(ENDPOINT_KEY, ENDPOINT_USER, ENDPOINT_PASSWORD, INTERNAL_HOST, endpoint_url)
+    mcp = {
+        "private": {"url": mcp_server.url, "headers_env": "LEAKSCAN_MCP_HEADERS"},
+        "down": {"url": f"http://{MCP_DOWN_HOST}:9000/mcp"},
+    }
+    monkeypatch.setenv("AGENTSTREAM_MCP_SERVERS", json.dumps(mcp))
+    monkeypatch.setenv("LEAKSCAN_MCP_HEADERS", json.dumps({"Authorization": f"Bearer {MCP_TOKEN}"}))
+    secrets.add(MCP_TOKEN, MCP_DOWN_HOST, f"127.0.0.1:{mcp_server.port}")
+    from agentstream.core.mcp import clear_cache
+
+    clear_cache()
     caplog.set_level(logging.DEBUG)
     app = create_app(Settings(), Store("agentstream", dynamodb))
     headers = {"Authorization": f"Bearer {ADMIN}"}
@@ -103,6 +126,7 @@ async def client(
         transport=httpx.ASGITransport(app), base_url="http://test", headers=headers
     ) as c:
         yield c
+    clear_cache()
 
 
 async def _call(
@@ -121,6 +145,7 @@ def _events(r: httpx.Response) -> list[dict[str, Any]]:
 async def test_a_full_run_leaks_no_secret(
     client: httpx.AsyncClient,
     upstream: FakeOpenAI,
+    mcp_server: Any,
     dynamodb: Any,
     secrets: Secrets,
     caplog: pytest.LogCaptureFixture,
@@ -169,6 +194,30 @@ async def test_a_full_run_leaks_no_secret(
     r = await _call(c, secrets, "POST", f"/api/v1/agents/{agent}/chat/ui", json=ui, headers=tenant)
     assert r.status_code == 200, r.text
 
+    # tools of an MCP server that takes a secret header, beside one whose internal host is down
+    r = await _call(
+        c,
+        secrets,
+        "POST",
+        "/api/v1/agents",
+        json={**agent_body, "name": "mcp", "tools": ["mcp:private", "mcp:down"]},
+        headers=tenant,
+    )
+    assert r.status_code == 201, r.text
+    with_mcp = r.json()["data"]["id"]
+    call = (
+        Reply()
+        .tool_call(0, id="call_0", name="mcp__private__whoami", arguments="{}")
+        .finish("tool_calls")
+        .done()
+    )
+    upstream.enqueue(call, Reply.chat("authorized"))
+    r = await _call(c, secrets, "POST", f"/api/v1/agents/{with_mcp}/chat/stream", json=chat, headers=tenant)
+    events = _events(r)
+    assert [e["content"] for e in events if e["chunk_type"] == "tool_result"] == ["authorized ✅"]
+    assert "down" in next(e["data"]["mcp_unavailable"] for e in events if e["chunk_type"] == "metadata")
+    assert mcp_server.calls == [("whoami", {})]
+
     # an upstream that fails and quotes its own address, credentials and the key in its error body
     echo = (
         f"proxy error calling http://{URL_USER}:{URL_PASSWORD}@127.0.0.1:{upstream.port}/v1/chat/completions "
@@ -211,7 +260,8 @@ async def test_a_full_run_leaks_no_secret(
     assert "agentstream.core.providers._retry" in {r.name for r in records}  # the failures were logged
     formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
     for record in records:
-        secrets.saw(f"log {record.name}", formatter.format(record))
+        if not record.name.startswith(FOREIGN_LOGGERS):
+            secrets.saw(f"log {record.name}", formatter.format(record))
     assert len(secrets.produced) > 50
     assert secrets.leaks() == []
 
