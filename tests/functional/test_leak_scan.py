@@ -16,12 +16,12 @@ import logging
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import pytest
 
 from tests.fakes.openai_upstream import FakeOpenAI, Reply
+from tests.support.leaks import Secrets
 from tests.support.server import parse_sse
 
 pytestmark = pytest.mark.anyio
@@ -38,29 +38,6 @@ MCP_TOKEN = "mcp-leakscan-token-31f0"
 MCP_DOWN_HOST = "mcp-internal-9e2d.corp.invalid"
 # loggers of the test's own servers in this process (the MCP server's SDK and its uvicorn): not ours
 FOREIGN_LOGGERS = ("mcp", "uvicorn", "sse_starlette", "tests")
-
-
-class Secrets:
-    """Every secret of a test, and what it produced; ``leaks()`` says which secret showed where."""
-
-    def __init__(self) -> None:
-        self.values: set[str] = set()
-        self.produced: list[tuple[str, str]] = []  # (where, text)
-
-    def add(self, *values: str) -> None:
-        for value in values:
-            self.values |= {value, quote(value, safe=""), quote(value)}
-
-    def saw(self, where: str, text: str | bytes) -> None:
-        self.produced.append((where, text.decode("utf-8", "replace") if isinstance(text, bytes) else text))
-
-    def leaks(self) -> list[str]:
-        return [
-            f"{secret!r} in {where}: …{text[max(0, text.find(secret) - 80) : text.find(secret) + 80]}…"
-            for where, text in self.produced
-            for secret in sorted(self.values)
-            if secret in text
-        ]
 
 
 @pytest.fixture

@@ -119,3 +119,14 @@ def test_the_redactor_takes_out_every_part_of_the_address_and_the_keys() -> None
     ):
         assert secret not in out
     assert out.startswith("failed: [redacted]")
+
+
+def test_bedrock_errors_never_quote_the_endpoint() -> None:
+    from botocore.exceptions import EndpointConnectionError, HTTPClientError
+
+    url = "http://svc:pw-9d@bedrock-proxy.corp.internal:4566"
+    for exc in (EndpointConnectionError(endpoint_url=url), HTTPClientError(error=f"reset talking to {url}")):
+        message = bedrock._error(exc).message
+        assert "bedrock-proxy" not in message
+        assert "pw-9d" not in message
+        assert "Amazon Bedrock" in message
