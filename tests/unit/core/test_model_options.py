@@ -154,3 +154,9 @@ async def test_an_agent_with_allowed_options_gets_no_note() -> None:
     events = [event async for event in run_agent(turn, provider, max_steps=2)]
     assert not [e for e in events if isinstance(e, Metadata)]
     assert provider.requests[0].extra == {"top_p": 0.5}
+
+
+def test_every_provider_lists_its_options() -> None:
+    from agentstream.core.providers import PROVIDER_NAMES
+
+    assert set(OPTIONS) == PROVIDER_NAMES

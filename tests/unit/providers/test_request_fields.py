@@ -12,7 +12,7 @@ from agentstream.core.providers import anthropic, bedrock
 from agentstream.core.providers.base import Message, ModelRequest, StepEnd, TextChunk, ToolSpec
 from agentstream.core.providers.openai import OpenAIProvider
 from agentstream.core.providers.scripted import ScriptedProvider
-from agentstream.errors import UpstreamTimeout
+from agentstream.errors import UpstreamError, UpstreamTimeout
 
 QUESTION = (Message("system", "Be brief."), Message("user", "hello"))
 TOOL = ToolSpec("calculator", "arithmetic", {"type": "object"})
@@ -130,3 +130,14 @@ def test_bedrock_errors_never_quote_the_endpoint() -> None:
         assert "bedrock-proxy" not in message
         assert "pw-9d" not in message
         assert "Amazon Bedrock" in message
+
+
+@pytest.mark.anyio
+async def test_an_invalid_upstream_url_is_an_upstream_error_that_does_not_quote_it() -> None:
+    provider = OpenAIProvider(base_url="http://user:pw-3e9a@bad host:99999/v1", name="endpoint 'broken'")
+    with pytest.raises(UpstreamError) as caught:
+        async for _ in provider.stream(ModelRequest(model="m", messages=QUESTION)):
+            pass
+    assert "pw-3e9a" not in caught.value.message
+    assert "bad host" not in caught.value.message
+    assert "endpoint 'broken'" in caught.value.message

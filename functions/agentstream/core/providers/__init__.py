@@ -3,8 +3,9 @@
 A provider module defines ``async def create(settings) -> ModelProvider``, the provider as the
 environment configures it; one that can serve named endpoints (``AGENTSTREAM_ENDPOINTS``) also takes
 ``create(settings, endpoint)``, an ``EndpointAccess`` (the endpoint's URL and key, resolved here).
-Adding a provider is one module and one line in ``_MODULES``. Every provider comes wrapped in
-``Retrying``: a call that fails before it streamed anything is tried again.
+Adding a provider is one module, one line in ``_MODULES`` and its options in ``_options.OPTIONS``.
+Every provider comes wrapped in ``Retrying``: a call that fails before it streamed anything is tried
+again.
 """
 
 from __future__ import annotations

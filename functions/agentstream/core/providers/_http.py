@@ -199,7 +199,9 @@ def redactor(url: str, *secrets: str | None) -> Callable[[str], str]:
     return redact
 
 
-def transport_error(exc: httpx.HTTPError, *, name: str, redact: Callable[[str], str]) -> UpstreamError:
+def transport_error(
+    exc: httpx.HTTPError | httpx.InvalidURL, *, name: str, redact: Callable[[str], str]
+) -> UpstreamError:
     """The error for a request that failed below HTTP: could not connect, timed out, connection lost.
 
     The upstream is named by ``name`` (the provider, or the operator's endpoint name), never by its

@@ -128,7 +128,7 @@ class AnthropicProvider:
                         break
                 if held:
                     yield TextChunk("\ufffd")  # the model's text ended inside a character
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise transport_error(exc, name=self._name, redact=self._redact) from exc
         except UnicodeDecodeError as exc:
             raise UpstreamError("the model API sent a stream that is not valid UTF-8") from exc
