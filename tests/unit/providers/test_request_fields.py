@@ -141,3 +141,13 @@ async def test_an_invalid_upstream_url_is_an_upstream_error_that_does_not_quote_
     assert "pw-3e9a" not in caught.value.message
     assert "bad host" not in caught.value.message
     assert "endpoint 'broken'" in caught.value.message
+
+
+@pytest.mark.anyio
+async def test_a_scripted_reply_never_grows_past_its_bound() -> None:
+    events = ScriptedProvider().stream(
+        _scripted(reply="x" * 30_000, repeat=100_000, delta_chars=10**6, delay_ms=0)
+    )
+    first = await anext(events)
+    assert isinstance(first, TextChunk)
+    assert len(first.text) == 1_000_000

@@ -75,7 +75,8 @@ class ScriptedProvider:
             text = f"The result is {last.content}."
         else:
             text = str(options.get("reply") or f"You said: {last.content}. This is the scripted provider.")
-            text = (text * max(1, int(options.get("repeat", 1))))[:MAX_SCRIPTED_CHARS]
+            repeat = min(max(1, int(options.get("repeat", 1))), MAX_SCRIPTED_CHARS // max(1, len(text)) + 1)
+            text = (text * repeat)[:MAX_SCRIPTED_CHARS]
         size = max(1, int(options.get("delta_chars", 3)))
         delay = min(max(0.0, float(options.get("delay_ms", 20))), MAX_DELAY_MS) / 1000
         fail_after = options.get("fail_after")
