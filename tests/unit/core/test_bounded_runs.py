@@ -33,10 +33,10 @@ async def test_a_silent_wait_ends_at_the_idle_limit() -> None:
 
 
 async def test_signs_of_life_keep_a_run_going_past_the_idle_limit() -> None:
-    control = RunControl(idle_seconds=0.3)
+    control = RunControl(idle_seconds=0.6)
     started = time.monotonic()
     async with control.guard():
-        for _ in range(10):  # 1 s in all, never 0.3 s without a sign of life
+        for _ in range(10):  # 1 s in all, never 0.6 s without a sign of life
             await asyncio.sleep(0.1)
             control.alive()
     assert time.monotonic() - started >= 1.0
@@ -93,7 +93,7 @@ async def test_a_stalled_model_ends_the_run_as_timeout_with_one_done_and_says_wh
 
 
 async def test_a_slow_model_that_keeps_sending_is_not_idle() -> None:
-    control = RunControl(idle_seconds=0.3)
+    control = RunControl(idle_seconds=0.6)
     turn = Turn("r", _agent({}), "s", "u", "hi", control=control)
     events = [e async for e in run_agent(turn, _Trickle(), max_steps=2)]
     done = events[-1]

@@ -54,7 +54,7 @@ async def test_a_run_here_stops_at_once_whatever_the_store_answers(store_answer:
     cancel = asyncio.ensure_future(chat.cancel("t", run.run_id))
     done, done_at = await asyncio.wait_for(events, 2)
     assert done.status == "cancelled"
-    assert done_at - asked < 0.5  # before the store answered anything
+    assert done_at - asked < 1.0  # before the store answered anything (it never does, or fails)
     assert await asyncio.wait_for(cancel, 5) is True  # the flag's write is bounded, and its failure not ours
     assert time.monotonic() - asked < 4
 

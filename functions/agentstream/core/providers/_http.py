@@ -210,11 +210,11 @@ def transport_error(
     a read timeout is not: the upstream already took the whole read timeout to say nothing.
     """
     if isinstance(exc, httpx.ConnectTimeout):
-        return UpstreamTimeout("timed out connecting to the model API", retryable=True)
+        return UpstreamTimeout(f"timed out connecting to the model API ({name})", retryable=True)
     if isinstance(exc, httpx.ReadTimeout):
-        return UpstreamTimeout("the model API stopped sending (read timeout)")
+        return UpstreamTimeout(f"the model API ({name}) stopped sending (read timeout)")
     if isinstance(exc, httpx.TimeoutException):
-        return UpstreamTimeout("the model API request timed out")
+        return UpstreamTimeout(f"the model API request ({name}) timed out")
     if isinstance(exc, httpx.ConnectError):
         return UpstreamError(f"could not connect to the model API ({name})", retryable=True)
     if isinstance(exc, httpx.RemoteProtocolError):
