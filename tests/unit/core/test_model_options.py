@@ -160,3 +160,11 @@ def test_every_provider_lists_its_options() -> None:
     from agentstream.core.providers import PROVIDER_NAMES
 
     assert set(OPTIONS) == PROVIDER_NAMES
+
+
+def test_options_nested_too_deep_are_refused_not_a_crash() -> None:
+    nested: dict[str, Any] = {}
+    for _ in range(5_000):
+        nested = {"x": nested}
+    message = _refusal("openai", {"response_format": {"type": "json_schema", "json_schema": nested}})
+    assert "model.options" in message

@@ -169,7 +169,12 @@ OPTIONS: dict[str, dict[str, Check]] = {
 
 
 def _size(options: Mapping[str, Any]) -> int:
-    return len(json.dumps(options, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace"))
+    """Bytes of ``options`` as JSON; past the bound when it cannot be written (nested too deep)."""
+    try:
+        text = json.dumps(options, ensure_ascii=False, separators=(",", ":"))
+    except (RecursionError, TypeError, ValueError):
+        return MAX_OPTIONS_BYTES + 1
+    return len(text.encode("utf-8", "replace"))
 
 
 def _problem(provider: str, name: str, value: Any) -> str | None:
