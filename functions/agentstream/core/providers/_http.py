@@ -104,8 +104,9 @@ async def read_error_body(response: httpx.Response) -> str:
     return body.decode("utf-8", errors="replace")
 
 
-async def check_stream_response(response: httpx.Response, redact: Callable[[str], str]) -> None:
-    """Raise for HTTP errors (the contract's codes), and for a JSON answer where a stream was asked for."""
+async def check_stream_response(response: httpx.Response, redact: Callable[[str], str], *, name: str) -> None:
+    """Raise for HTTP errors (the contract's codes), and for a JSON answer where a stream was asked for;
+    the upstream is called by its ``name`` (the provider, or the operator's endpoint name)."""
     content_type = response.headers.get("content-type", "")
     if response.is_success and not content_type.startswith("application/json"):
         return
@@ -117,13 +118,13 @@ async def check_stream_response(response: httpx.Response, redact: Callable[[str]
 
         status = response.status_code
         raise classify(
-            f"the model API answered HTTP {status}: {detail or response.reason_phrase}",
+            f"the model API ({name}) answered HTTP {status}: {detail or response.reason_phrase}",
             status=status,
             kind=kind,
             detail=detail,
             retry_after=retry_after(response.headers),
         )
-    raise UpstreamError(f"the model API answered JSON instead of an event stream: {detail}")
+    raise UpstreamError(f"the model API ({name}) answered JSON instead of an event stream: {detail}")
 
 
 def error_detail(text: str) -> tuple[str, str]:

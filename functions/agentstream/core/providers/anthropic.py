@@ -112,7 +112,7 @@ class AnthropicProvider:
             async with client.stream(
                 "POST", self._url, json=_body(request), headers=headers, timeout=self._timeout
             ) as response:
-                await check_stream_response(response, self._redact)
+                await check_stream_response(response, self._redact, name=self._name)
                 decoder = SSEDecoder()
                 held = ""  # a high surrogate whose low half is in the next delta
                 chunks = response.aiter_bytes()
@@ -157,7 +157,11 @@ class AnthropicProvider:
         if event.get("type") == "error":
             detail, kind = error_detail(data)
             detail = self._redact(detail)
-            raise classify(f"the model API reported an error mid-stream: {detail}", kind=kind, detail=detail)
+            raise classify(
+                f"the model API ({self._name}) reported an error mid-stream: {detail}",
+                kind=kind,
+                detail=detail,
+            )
         try:
             return step.apply(event)
         except (AttributeError, TypeError, KeyError) as exc:  # a field missing or of an unexpected type

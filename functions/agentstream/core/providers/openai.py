@@ -103,7 +103,7 @@ class OpenAIProvider:
             async with client.stream(
                 "POST", self._url, json=self._body(request), headers=headers, timeout=self._timeout
             ) as response:
-                await check_stream_response(response, self._redact)
+                await check_stream_response(response, self._redact, name=self._name)
                 decoder = SSEDecoder()
                 held = ""  # a high surrogate whose low half is in the next chunk
                 chunks = response.aiter_bytes()
@@ -176,7 +176,9 @@ class OpenAIProvider:
 
         detail, kind = error_detail(data)
         detail = self._redact(detail)
-        return classify(f"the model API reported an error mid-stream: {detail}", kind=kind, detail=detail)
+        return classify(
+            f"the model API ({self._name}) reported an error mid-stream: {detail}", kind=kind, detail=detail
+        )
 
 
 # what the request is about: never set by ``request.extra`` (agents' options are checked before,
