@@ -154,6 +154,10 @@ class Settings(BaseSettings):
     deadline_margin_ms: int = Field(1_500, ge=0, validation_alias="AGENTSTREAM_DEADLINE_MARGIN_MS")
     # Every run ends by this many seconds after it started, in Lambda or not (`done` status `timeout`).
     max_run_seconds: float = Field(900, gt=0, le=86_400, validation_alias="AGENTSTREAM_MAX_RUN_SECONDS")
+    # A run whose model (or tool) sends nothing for this long ends (`done` status `timeout`).
+    idle_timeout_seconds: float = Field(
+        180, gt=0, le=86_400, validation_alias="AGENTSTREAM_IDLE_TIMEOUT_SECONDS"
+    )
     # The run log: events written about this often (one write per flush); the cancel check this often.
     log_flush_seconds: float = Field(1.0, gt=0, le=60, validation_alias="AGENTSTREAM_LOG_FLUSH_SECONDS")
     heartbeat_seconds: float = Field(0.8, gt=0, le=60, validation_alias="AGENTSTREAM_HEARTBEAT_SECONDS")

@@ -15,6 +15,7 @@ __all__ = [
     "Forbidden",
     "ModelNotFound",
     "NotFound",
+    "PayloadTooLarge",
     "RateLimited",
     "StoreUnavailable",
     "Unauthorized",
@@ -68,6 +69,13 @@ class NotFound(AgentStreamError):
 class Conflict(AgentStreamError):
     code = "conflict"
     status = 409
+
+
+class PayloadTooLarge(AgentStreamError):
+    """What the caller sent is more than can be kept (a DynamoDB item holds at most 400 KB)."""
+
+    code = "payload_too_large"
+    status = 413
 
 
 class RateLimited(AgentStreamError):

@@ -155,10 +155,10 @@ async def test_sessions_and_messages(admin: httpx.AsyncClient) -> None:
 
 
 async def test_a_reply_larger_than_an_item_is_stored_and_read_back_exactly(admin: httpx.AsyncClient) -> None:
-    reply = ("长回复 " * 30_000) + "🙂 end"  # ~210k characters, ~600 KB of UTF-8: more than one item
-    agent = await _agent(
-        admin, model={**SCRIPTED, "options": {"reply": reply, "delta_chars": 5000, "delay_ms": 0}}
-    )
+    piece = "长回复 🙂 "
+    reply = piece * 30_000  # 180k characters, ~570 KB of UTF-8: more than one item
+    options = {"reply": piece, "repeat": 30_000, "delta_chars": 5000, "delay_ms": 0}
+    agent = await _agent(admin, model={**SCRIPTED, "options": options})
     r = await admin.post(f"/api/v1/agents/{agent}/chat/stream", json={"message": "go", "user_id": "u"})
     live = parse_sse(r.content)
     assert live[-1][1]["final_response"] == reply

@@ -5,8 +5,8 @@ plus test-only knobs read from environment variables, applied in this process on
 
 - ``AGENTSTREAM_TEST_SLOW_TOOL_SECONDS``: adds a built-in-style tool ``slow_tool`` (arguments
   ``{"seconds": float}``, default this value) that sleeps, then answers ``slept``.
-- ``AGENTSTREAM_TEST_FAIL_EV_WRITES``, ``AGENTSTREAM_TEST_STORE_LATENCY_MS``: store faults, see
-  tests/support/store_faults.py.
+- ``AGENTSTREAM_TEST_FAIL_EV_WRITES``, ``AGENTSTREAM_TEST_STORE_LATENCY_MS``,
+  ``AGENTSTREAM_TEST_THROTTLE_OPS`` (+ ``_MS``): store faults, see tests/support/store_faults.py.
 """
 
 from __future__ import annotations

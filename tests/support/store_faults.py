@@ -9,6 +9,8 @@ run-log item, however it is written (PutItem, BatchWriteItem or TransactWriteIte
   (raised before the request is sent, so nothing of them is stored and botocore does not retry them:
   to the app it is a write that failed for good).
 - ``latency_s``: every DynamoDB API call waits this long before it is sent (a slow store).
+- ``throttle_ops``: calls of these operations (e.g. ``UpdateItem``) wait ``throttle_s``, then fail with
+  ``ProvisionedThroughputExceededException``: a store that throttles them through all its retries.
 
 Every injected fault is logged to stderr as one ``store_faults:`` line, so a test can check it fired.
 """
@@ -27,6 +29,8 @@ __all__ = ["StoreFaults", "install", "writes_run_log"]
 
 ENV_FAIL_EV_WRITES = "AGENTSTREAM_TEST_FAIL_EV_WRITES"
 ENV_LATENCY_MS = "AGENTSTREAM_TEST_STORE_LATENCY_MS"
+ENV_THROTTLE_OPS = "AGENTSTREAM_TEST_THROTTLE_OPS"  # comma-separated operation names
+ENV_THROTTLE_MS = "AGENTSTREAM_TEST_THROTTLE_MS"
 RUN_LOG_PREFIX = "EV#"
 
 
@@ -61,6 +65,8 @@ def writes_run_log(operation: str, params: Mapping[str, Any]) -> bool:
 class StoreFaults:
     fail_ev_writes: int = 0
     latency_s: float = 0.0
+    throttle_ops: frozenset[str] = frozenset()
+    throttle_s: float = 0.0
     failed: int = 0  # run-log writes failed so far
     delayed: int = 0  # calls delayed so far
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -70,11 +76,13 @@ class StoreFaults:
         return cls(
             fail_ev_writes=int(env.get(ENV_FAIL_EV_WRITES) or 0),
             latency_s=float(env.get(ENV_LATENCY_MS) or 0) / 1000,
+            throttle_ops=frozenset(op for op in (env.get(ENV_THROTTLE_OPS) or "").split(",") if op),
+            throttle_s=float(env.get(ENV_THROTTLE_MS) or 0) / 1000,
         )
 
     @property
     def active(self) -> bool:
-        return self.fail_ev_writes > 0 or self.latency_s > 0
+        return self.fail_ev_writes > 0 or self.latency_s > 0 or bool(self.throttle_ops)
 
     def before_parameter_build(self, params: Mapping[str, Any], model: Any, **_: Any) -> None:
         """Runs once per API call (not per retry), before the request is built."""
@@ -85,6 +93,13 @@ class StoreFaults:
                 count = self.delayed
             _log(f"delaying {operation} by {self.latency_s:.3f} s (call {count})")
             time.sleep(self.latency_s)
+        if operation in self.throttle_ops:
+            from botocore.exceptions import ClientError
+
+            _log(f"throttling {operation} for {self.throttle_s:.3f} s")
+            time.sleep(self.throttle_s)
+            error = {"Code": "ProvisionedThroughputExceededException", "Message": "store_faults: throttled"}
+            raise ClientError({"Error": error, "ResponseMetadata": {"HTTPStatusCode": 400}}, operation)
         if self.fail_ev_writes > 0 and writes_run_log(operation, params):
             with self._lock:
                 fail = self.failed < self.fail_ev_writes

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentstream.core.agents import Agent
-from agentstream.core.control import DeadlineReached, Interrupted, RunControl
+from agentstream.core.control import DeadlineReached, IdleTimeout, Interrupted, RunControl
 from agentstream.core.events import (
     Done,
     DoneStatus,
@@ -40,6 +40,7 @@ from agentstream.core.events import (
     ToolResult,
     Usage,
 )
+from agentstream.core.providers._options import usable_options
 from agentstream.core.providers.base import (
     Message,
     ModelProvider,
@@ -109,6 +110,11 @@ async def run_agent(
     yield Start(run_id=turn.run_id, agent_id=agent.id, session_id=turn.session_id)
     if turn.notice:
         yield Metadata(dict(turn.notice))
+    # an agent stored before the options rules may hold options they refuse: left out, and said
+    options, ignored = usable_options(agent.model.provider, agent.model.options)
+    if ignored:
+        logger.warning("run %s: agent %s: model.options %s left out", turn.run_id, agent.id, ignored)
+        yield Metadata({"options_ignored": ignored})
     state = _State()
     messages: list[Message] = [Message("system", agent.instructions), *turn.history]
     if turn.message is not None:
@@ -138,7 +144,7 @@ async def run_agent(
                 tools=offered,
                 temperature=agent.model.temperature,
                 max_tokens=agent.model.max_tokens,
-                extra=agent.model.options,
+                extra=options,
             )
             step_text: list[str] = []
             calls: list[ToolCallRequest] = []
@@ -153,6 +159,7 @@ async def run_agent(
             try:
                 async with control.guard():
                     async for event in events:
+                        control.alive()
                         if isinstance(event, TextChunk):
                             if not event.text:
                                 continue
@@ -206,8 +213,10 @@ async def run_agent(
                 messages.append(Message("tool", result.content, tool_call_id=call.id, name=call.name))
             if pending:
                 break  # the caller runs its tools and continues the conversation
-    except DeadlineReached:
+    except DeadlineReached as reached:
         status = "timeout"
+        if isinstance(reached, IdleTimeout):  # (the run's deadline needs no word: its clients know it)
+            yield Metadata({"timeout": {"reason": "idle", "seconds": control.idle_seconds}})
     except Interrupted:
         status = "cancelled"
     except AgentStreamError as e:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from agentstream.config import ENDPOINT_NAME, get_settings
 from agentstream.core.providers import ENDPOINT_PROVIDERS, PROVIDER_NAMES
+from agentstream.core.providers._options import check_options
 from agentstream.core.tools import TOOL_NAMES
 
 __all__ = ["Agent", "AgentPatch", "AgentSpec", "MemoryConfig", "ModelConfig"]
@@ -37,8 +38,12 @@ class ModelConfig(_Strict):
     )
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: int | None = Field(None, ge=1, le=200_000)
-    # provider-specific options (e.g. the scripted provider's `reply`, `delay_ms`), sent with the request
-    options: dict[str, Any] = Field(default_factory=dict)
+    # sent with every model call: only the provider's documented sampling options (providers/_options.py)
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the provider's sampling options (e.g. openai: top_p, seed, stop; scripted: reply, "
+        "delay_ms); never messages, model, stream, n or tools; at most 32 KB of JSON",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -83,6 +88,18 @@ def _check_endpoint(model: ModelConfig | None) -> ModelConfig | None:
         return model.model_copy(update={"provider": endpoint.provider})
     if endpoint.provider != model.provider:
         raise ValueError(f"endpoint {model.endpoint!r} speaks {endpoint.provider}, not {model.provider}")
+    return model
+
+
+def _check_new_model(model: ModelConfig | None) -> ModelConfig | None:
+    """A new or changed agent's model: its endpoint (see above), and options its provider takes.
+
+    (Stored agents are not checked again: options written before these rules are left out of their
+    runs, which say so; see ``providers/_options.py``.)
+    """
+    model = _check_endpoint(model)
+    if model is not None:
+        check_options(model.provider, model.options)
     return model
 
 
@@ -139,7 +156,7 @@ class AgentSpec(_Strict):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
 
     _tools = field_validator("tools")(_new_tools)
-    _endpoint = field_validator("model")(_check_endpoint)
+    _endpoint = field_validator("model")(_check_new_model)
 
 
 class AgentPatch(_Strict):
@@ -156,7 +173,7 @@ class AgentPatch(_Strict):
     def _known_tools(cls, value: list[str] | None) -> list[str] | None:
         return None if value is None else _check_tools(value)
 
-    _endpoint = field_validator("model")(_check_endpoint)
+    _endpoint = field_validator("model")(_check_new_model)
 
 
 class Agent(AgentSpec):

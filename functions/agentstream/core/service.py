@@ -32,7 +32,7 @@ from agentstream.core.recorder import RunRecorder
 from agentstream.core.runs import RunHandle
 from agentstream.core.telemetry import NO_TELEMETRY, RunInfo, Telemetry
 from agentstream.core.tools import BUILTIN_TOOLS, RunTools, Tool, remember_tool
-from agentstream.errors import BadRequest, RateLimited
+from agentstream.errors import BadRequest, Conflict, RateLimited, StoreUnavailable
 
 if TYPE_CHECKING:
     from agentstream.config import Settings
@@ -49,6 +49,8 @@ ProviderFactory = Callable[["ModelChoice", "Settings"], Awaitable["ModelProvider
 
 # What the end of an invocation keeps for the run's last writes after a timeout's Done.
 _LAST_WRITES_SECONDS = 0.25
+# The longest a cancel request waits for its flag to be written (a run of this process stops first).
+_CANCEL_WRITE_SECONDS = 2.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -102,8 +104,8 @@ class ChatService:
         self.settings = settings
         self._providers = providers
         self.telemetry = telemetry
-        # runs in flight in this process, so a cancel request reaches them at once
-        self.active: dict[str, RunHandle] = {}
+        # runs in flight in this process, by (tenant, run id), so a cancel request reaches them at once
+        self.active: dict[tuple[str, str], RunHandle] = {}
         # slots being given back by runs that ended without their Done
         self._releasing: set[asyncio.Task[None]] = set()
 
@@ -129,7 +131,9 @@ class ChatService:
         if invocation_deadline is not None:
             end = min(end, invocation_deadline)
         io_deadline.set(end - _LAST_WRITES_SECONDS)
-        control = RunControl(end - settings.deadline_margin_ms / 1000)
+        control = RunControl(
+            end - settings.deadline_margin_ms / 1000, idle_seconds=settings.idle_timeout_seconds
+        )
 
         run_id = new_id("run")
         limits = RunLimits(settings.rate_limit_per_minute, settings.max_concurrent_runs)
@@ -274,7 +278,7 @@ class ChatService:
                 await self._release(slot)
 
         def finished() -> None:
-            self.active.pop(run_id, None)
+            self.active.pop((tenant, run_id), None)
             if slot is not None and not released:  # ended without its Done (cancelled outright)
                 task = asyncio.get_running_loop().create_task(release())
                 self._releasing.add(task)
@@ -320,7 +324,7 @@ class ChatService:
             finish_by=end - _LAST_WRITES_SECONDS,
             observer=observer,
         )
-        self.active[run_id] = handle
+        self.active[(tenant, run_id)] = handle
         handle.on_finished(finished)
         return handle
 
@@ -333,12 +337,29 @@ class ChatService:
         except Exception:
             logger.warning("run %s: could not mark the run that failed to start", run_id)
 
-    async def cancel(self, tenant: str, run_id: str) -> None:
-        """Ask a run to stop, wherever it runs: recorded for other instances, signalled to ours."""
-        await self.store.runs.request_cancel(tenant, run_id)
-        handle = self.active.get(run_id)
+    async def cancel(self, tenant: str, run_id: str) -> bool:
+        """Ask a run to stop, wherever it runs; return whether it ran here.
+
+        A run of this process stops at once, before the store is asked anything and whatever it
+        answers. Then the flag is written for other instances, within ``_CANCEL_WRITE_SECONDS``: for
+        a run that is not here, a store that fails or does not answer in time is a
+        ``StoreUnavailable`` (try again); for one that is, it only costs a warning.
+        """
+        handle = self.active.get((tenant, run_id))
+        here = handle is not None and handle.done is None
         if handle is not None:
             handle.stop()
+        try:
+            async with asyncio.timeout(_CANCEL_WRITE_SECONDS):
+                await self.store.runs.request_cancel(tenant, run_id)
+        except (StoreUnavailable, TimeoutError) as e:
+            if not here:
+                raise StoreUnavailable("the cancel request could not be recorded; try again") from e
+            logger.warning("run %s: stopped here, but its cancel flag was not recorded (%s)", run_id, e)
+        except Conflict:
+            if not here:
+                raise  # it had already ended
+        return here
 
 
 def _check_input(request: ChatInput, max_chars: int) -> None:

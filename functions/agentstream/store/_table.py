@@ -20,13 +20,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agentstream.core.control import io_deadline
-from agentstream.errors import BadRequest, StoreUnavailable
+from agentstream.errors import BadRequest, PayloadTooLarge, StoreUnavailable
 from agentstream.store.schema import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE, create_table_request
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 __all__ = [
+    "MAX_ITEM_BYTES",
     "MAX_TEXT_PART",
     "ConditionFailed",
     "Table",
@@ -40,6 +41,9 @@ R = TypeVar("R")
 
 # Strings longer than this are split over several items (DynamoDB items are limited to 400 KB).
 MAX_TEXT_PART = 100_000  # characters: at most 400 KB of UTF-8
+# DynamoDB's item limit: attribute names and values, UTF-8.
+MAX_ITEM_BYTES = 400 * 1024
+_TOO_LARGE = "larger than the data store keeps in one record (400 KB)"
 
 
 class ConditionFailed(Exception):
@@ -80,6 +84,28 @@ def create_table(table_name: str, client: DynamoDBClient | None = None) -> bool:
         TableName=table_name, TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE}
     )
     return True
+
+
+def _item_too_large(message: str) -> bool:
+    """DynamoDB's ValidationException for an item past 400 KB ("Item size has exceeded the maximum
+    allowed size", "Item size to update has exceeded ...")."""
+    return "item size" in message.lower() and "exceeded" in message.lower()
+
+
+def item_bytes(item: dict[str, Any]) -> int:
+    """About what DynamoDB counts of an item: names and string or binary values (numbers: their text)."""
+    size = 0
+    for name, value in item.items():
+        size += len(name.encode())
+        for kind, data in value.items():
+            size += len(data) if kind == "B" else len(str(data).encode("utf-8", "surrogatepass"))
+    return size
+
+
+def check_item_size(item: dict[str, Any]) -> None:
+    """Refuse, before any request, an item DynamoDB would refuse for its size."""
+    if item_bytes(item) > MAX_ITEM_BYTES:
+        raise PayloadTooLarge(f"the record is {_TOO_LARGE}")
 
 
 def key(pk: str, sk: str) -> dict[str, Any]:
@@ -123,9 +149,15 @@ class Table:
             if code == "ConditionalCheckFailedException":
                 raise ConditionFailed(code) from e
             if code == "TransactionCanceledException":
-                reasons = [r.get("Code") for r in e.response.get("CancellationReasons", [])]
-                if "ConditionalCheckFailed" in reasons:
+                reasons = e.response.get("CancellationReasons", [])
+                if "ConditionalCheckFailed" in [r.get("Code") for r in reasons]:
                     raise ConditionFailed(code) from e
+                if any(_item_too_large(str(r.get("Message", ""))) for r in reasons):
+                    raise PayloadTooLarge(f"the request is {_TOO_LARGE}") from e
+            message = str(e.response.get("Error", {}).get("Message", ""))
+            if code == "ValidationException" and _item_too_large(message):
+                # the caller's data, not the store's failure (a last line of defence: bodies are bounded)
+                raise PayloadTooLarge(f"the request is {_TOO_LARGE}") from e
             raise StoreUnavailable(f"the data store failed ({code or 'error'})") from e
         except BotoCoreError as e:
             raise StoreUnavailable("the data store is unreachable") from e

@@ -8,7 +8,7 @@ from agentstream.core.agents import Agent, AgentPatch, AgentSpec
 from agentstream.core.ids import new_id
 from agentstream.errors import Conflict, NotFound
 from agentstream.store._combine import Combiner
-from agentstream.store._table import ConditionFailed, Table, key, now_iso
+from agentstream.store._table import ConditionFailed, Table, check_item_size, key, now_iso
 from agentstream.store.pages import Page
 
 __all__ = ["AgentRepository"]
@@ -83,6 +83,7 @@ class AgentRepository:
             "data": {"S": agent.model_dump_json()},
             "version": {"N": str(agent.version)},
         }
+        check_item_size(item)  # a 413 before the request (bodies are bounded: this is a last defence)
         request: dict[str, Any] = {
             "TableName": self._table.name,
             "Item": item,

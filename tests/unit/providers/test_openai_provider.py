@@ -455,9 +455,9 @@ async def test_a_stalled_stream_times_out(fake_openai: FakeOpenAI) -> None:
 @pytest.mark.parametrize(
     ("error", "kind", "expected"),
     [
-        (httpx.ConnectTimeout, UpstreamTimeout, r"^timed out connecting to the model API$"),
-        (httpx.PoolTimeout, UpstreamTimeout, r"^the model API request timed out$"),
-        (httpx.ReadError, UpstreamError, r"^the model API request failed: ReadError: boom$"),
+        (httpx.ConnectTimeout, UpstreamTimeout, r"^timed out connecting to the model API \(openai\)$"),
+        (httpx.PoolTimeout, UpstreamTimeout, r"^the model API request \(openai\) timed out$"),
+        (httpx.ReadError, UpstreamError, r"^the model API request \(openai\) failed: ReadError$"),
     ],
 )
 async def test_transport_errors(

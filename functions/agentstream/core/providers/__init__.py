@@ -3,13 +3,15 @@
 A provider module defines ``async def create(settings) -> ModelProvider``, the provider as the
 environment configures it; one that can serve named endpoints (``AGENTSTREAM_ENDPOINTS``) also takes
 ``create(settings, endpoint)``, an ``EndpointAccess`` (the endpoint's URL and key, resolved here).
-Adding a provider is one module and one line in ``_MODULES``. Every provider comes wrapped in
-``Retrying``: a call that fails before it streamed anything is tried again.
+Adding a provider is one module, one line in ``_MODULES`` and its options in ``_options.OPTIONS``.
+Every provider comes wrapped in ``Retrying``: a call that fails before it streamed anything is tried
+again.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Protocol
 
 from agentstream.core.providers._retry import Retrying, RetryPolicy
@@ -30,6 +32,11 @@ _MODULES = {
     "scripted": "agentstream.core.providers.scripted",
 }
 PROVIDER_NAMES = frozenset(_MODULES)
+
+# httpx logs every request's URL at INFO, httpcore every connection's host and port at DEBUG: an
+# upstream's address (and credentials in its URL) never reaches the logs. Their warnings still do.
+for _transport in ("httpx", "httpcore"):
+    logging.getLogger(_transport).setLevel(logging.WARNING)
 # the wire formats a named endpoint may speak
 ENDPOINT_PROVIDERS = frozenset({"openai", "anthropic"})
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import threading
 import weakref
 from functools import cache
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
@@ -31,6 +33,7 @@ __all__ = [
     "excerpt",
     "read_error_body",
     "read_to_the_end",
+    "redactor",
     "shared_client",
     "transport_error",
     "warm_up",
@@ -101,8 +104,9 @@ async def read_error_body(response: httpx.Response) -> str:
     return body.decode("utf-8", errors="replace")
 
 
-async def check_stream_response(response: httpx.Response, redact: Callable[[str], str]) -> None:
-    """Raise for HTTP errors (the contract's codes), and for a JSON answer where a stream was asked for."""
+async def check_stream_response(response: httpx.Response, redact: Callable[[str], str], *, name: str) -> None:
+    """Raise for HTTP errors (the contract's codes), and for a JSON answer where a stream was asked for;
+    the upstream is called by its ``name`` (the provider, or the operator's endpoint name)."""
     content_type = response.headers.get("content-type", "")
     if response.is_success and not content_type.startswith("application/json"):
         return
@@ -114,13 +118,13 @@ async def check_stream_response(response: httpx.Response, redact: Callable[[str]
 
         status = response.status_code
         raise classify(
-            f"the model API answered HTTP {status}: {detail or response.reason_phrase}",
+            f"the model API ({name}) answered HTTP {status}: {detail or response.reason_phrase}",
             status=status,
             kind=kind,
             detail=detail,
             retry_after=retry_after(response.headers),
         )
-    raise UpstreamError(f"the model API answered JSON instead of an event stream: {detail}")
+    raise UpstreamError(f"the model API ({name}) answered JSON instead of an event stream: {detail}")
 
 
 def error_detail(text: str) -> tuple[str, str]:
@@ -167,24 +171,57 @@ def excerpt(text: str) -> str:
     return flat if len(flat) <= _EXCERPT_CHARS else flat[: _EXCERPT_CHARS - 1] + "…"
 
 
-def transport_error(exc: httpx.HTTPError, *, url: str, redact: Callable[[str], str]) -> UpstreamError:
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s\"'<>]+", re.IGNORECASE)
+# Parts of an address shorter than this are not looked for in texts (they would match everywhere).
+_SHORTEST_SECRET = 4
+REDACTED = "[redacted]"
+
+
+def redactor(url: str, *secrets: str | None) -> Callable[[str], str]:
+    """A function that takes out of a text what users and logs must never see: the ``secrets`` (keys),
+    any URL, and every part of the upstream's address ``url`` an error may quote (its host and port,
+    user name and password, percent-encoded or not). Errors name an upstream by its configured name."""
+    parts = urlsplit(url)
+    needles = {url, parts.netloc, unquote(parts.netloc), *(s for s in secrets if s)}
+    host, _, _ = parts.netloc.rpartition("@")[2].partition(":")
+    userinfo = parts.netloc.rpartition("@")[0]
+    for part in (parts.hostname, host, parts.netloc.rpartition("@")[2], userinfo, *userinfo.split(":")):
+        if part:
+            needles |= {part, unquote(part)}
+    ordered = sorted((n for n in needles if len(n) >= _SHORTEST_SECRET), key=len, reverse=True)
+
+    def redact(text: str) -> str:
+        text = _URL.sub(REDACTED, text)
+        for needle in ordered:
+            if needle in text:
+                text = text.replace(needle, REDACTED)
+        return text
+
+    return redact
+
+
+def transport_error(
+    exc: httpx.HTTPError | httpx.InvalidURL, *, name: str, redact: Callable[[str], str]
+) -> UpstreamError:
     """The error for a request that failed below HTTP: could not connect, timed out, connection lost.
 
+    The upstream is named by ``name`` (the provider, or the operator's endpoint name), never by its
+    address; httpx's own messages may quote the URL, so they are not shown, only the failure's kind.
     Failing to connect, or losing the connection, is worth another try (if nothing was streamed yet);
     a read timeout is not: the upstream already took the whole read timeout to say nothing.
     """
     if isinstance(exc, httpx.ConnectTimeout):
-        return UpstreamTimeout("timed out connecting to the model API", retryable=True)
+        return UpstreamTimeout(f"timed out connecting to the model API ({name})", retryable=True)
     if isinstance(exc, httpx.ReadTimeout):
-        return UpstreamTimeout("the model API stopped sending (read timeout)")
+        return UpstreamTimeout(f"the model API ({name}) stopped sending (read timeout)")
     if isinstance(exc, httpx.TimeoutException):
-        return UpstreamTimeout("the model API request timed out")
+        return UpstreamTimeout(f"the model API request ({name}) timed out")
     if isinstance(exc, httpx.ConnectError):
-        return UpstreamError(f"could not connect to the model API at {url}", retryable=True)
+        return UpstreamError(f"could not connect to the model API ({name})", retryable=True)
     if isinstance(exc, httpx.RemoteProtocolError):
         return UpstreamError(
             "the model API closed the connection before the reply was complete", retryable=True
         )
     return UpstreamError(
-        redact(f"the model API request failed: {type(exc).__name__}: {excerpt(str(exc))}"), retryable=True
+        redact(f"the model API request ({name}) failed: {type(exc).__name__}"), retryable=True
     )

@@ -33,6 +33,7 @@ from agentstream.core.providers._http import (
     error_detail,
     excerpt,
     read_to_the_end,
+    redactor,
     shared_client,
     transport_error,
 )
@@ -70,6 +71,10 @@ _STOP_REASONS = {
     "model_context_window_exceeded": "length",
 }
 
+# what the request is about: never set by ``request.extra`` (agents' options are checked before,
+# see ``_options.py``; this holds for any caller)
+_OWN_FIELDS = frozenset({"model", "system", "messages", "stream", "tools", "tool_choice"})
+
 
 class AnthropicProvider:
     """Streams messages from the Anthropic Messages API (``base_url`` without ``/v1``)."""
@@ -82,9 +87,13 @@ class AnthropicProvider:
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
         client: httpx.AsyncClient | None = None,
+        name: str = "anthropic",
     ) -> None:
         self._url = base_url.rstrip("/").removesuffix("/v1") + "/v1/messages"
         self._api_key = api_key or None
+        # how errors name the upstream: the provider, or the operator's endpoint name (never its URL)
+        self._name = name
+        self._redact = redactor(base_url, self._api_key)
         # `read` bounds the wait between two reads of the stream (pings come every few seconds).
         self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
         self._client = client
@@ -103,7 +112,7 @@ class AnthropicProvider:
             async with client.stream(
                 "POST", self._url, json=_body(request), headers=headers, timeout=self._timeout
             ) as response:
-                await check_stream_response(response, self._redact)
+                await check_stream_response(response, self._redact, name=self._name)
                 decoder = SSEDecoder()
                 held = ""  # a high surrogate whose low half is in the next delta
                 chunks = response.aiter_bytes()
@@ -119,8 +128,8 @@ class AnthropicProvider:
                         break
                 if held:
                     yield TextChunk("\ufffd")  # the model's text ended inside a character
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, url=self._url, redact=self._redact) from exc
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise transport_error(exc, name=self._name, redact=self._redact) from exc
         except UnicodeDecodeError as exc:
             raise UpstreamError("the model API sent a stream that is not valid UTF-8") from exc
         if not step.stopped:
@@ -134,25 +143,29 @@ class AnthropicProvider:
             yield UsageReport(step.usage())
         yield StepEnd(_STOP_REASONS.get(step.stop_reason or "", step.stop_reason or "stop"))
 
+    def _malformed(self, data: str) -> UpstreamError:
+        return UpstreamError(f"the model API sent a malformed stream event: {self._redact(excerpt(data))}")
+
     def _apply(self, step: _Step, data: str) -> str:
         """Take in one event; return its text (empty when it has none)."""
         try:
             event = json.loads(data)
         except ValueError as exc:
-            raise UpstreamError(f"the model API sent a malformed stream event: {excerpt(data)}") from exc
+            raise self._malformed(data) from exc
         if not isinstance(event, dict):
-            raise UpstreamError(f"the model API sent a malformed stream event: {excerpt(data)}")
+            raise self._malformed(data)
         if event.get("type") == "error":
             detail, kind = error_detail(data)
             detail = self._redact(detail)
-            raise classify(f"the model API reported an error mid-stream: {detail}", kind=kind, detail=detail)
+            raise classify(
+                f"the model API ({self._name}) reported an error mid-stream: {detail}",
+                kind=kind,
+                detail=detail,
+            )
         try:
             return step.apply(event)
         except (AttributeError, TypeError, KeyError) as exc:  # a field missing or of an unexpected type
-            raise UpstreamError(f"the model API sent a malformed stream event: {excerpt(data)}") from exc
-
-    def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "[redacted]") if self._api_key else text
+            raise self._malformed(data) from exc
 
 
 @dataclass
@@ -236,7 +249,8 @@ def _finish_call(call: _PartialCall) -> ToolCallRequest:
 
 
 def _body(request: ModelRequest) -> dict[str, Any]:
-    """The request JSON; ``request.extra`` adds or overrides fields (a ``None`` value removes one)."""
+    """The request JSON; ``request.extra`` adds or overrides sampling fields (a ``None`` value removes
+    one), never what the request is about (``_OWN_FIELDS``)."""
     system, conversation = turns(request.messages)
     body: dict[str, Any] = {
         "model": request.model,
@@ -251,8 +265,7 @@ def _body(request: ModelRequest) -> dict[str, Any]:
             {"name": spec.name, "description": spec.description, "input_schema": spec.parameters}
             for spec in request.tools
         ]
-    body.update(request.extra)
-    body["stream"] = True
+    body.update({key: value for key, value in request.extra.items() if key not in _OWN_FIELDS})
     return {key: value for key, value in body.items() if value is not None}
 
 
@@ -289,4 +302,5 @@ async def create(settings: Settings, endpoint: EndpointAccess | None = None) -> 
         api_key=api_key,
         connect_timeout=settings.upstream_connect_timeout,
         read_timeout=settings.upstream_read_timeout,
+        name="anthropic" if endpoint is None else f"endpoint {endpoint.name!r}",
     )

@@ -112,6 +112,10 @@ _NO_SUCH_MODEL = re.compile(
     r"model identifier is invalid|model.*(not found|does not exist|not supported)", re.IGNORECASE
 )
 _ARN = re.compile(r"arn:aws[\w-]*:[^\s,;\"']+")
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s\"'<>]+", re.IGNORECASE)
+# what the request is about: never set by ``request.extra`` (agents' options are checked before,
+# see ``_options.py``; this holds for any caller)
+_OWN_PARAMS = frozenset({"modelId", "messages", "system", "toolConfig"})
 
 
 class BedrockProvider:
@@ -322,7 +326,8 @@ def _finish_call(call: _PartialCall) -> ToolCallRequest:
 
 def _params(request: ModelRequest) -> dict[str, Any]:
     """``converse_stream``'s parameters; ``request.extra`` adds or overrides them (``None`` removes one;
-    an ``inferenceConfig`` there is merged into the agent's)."""
+    an ``inferenceConfig`` there is merged into the agent's), never what the request is about
+    (``_OWN_PARAMS``)."""
     system, conversation = turns(request.messages)
     params: dict[str, Any] = {"modelId": request.model, "messages": [_turn(turn) for turn in conversation]}
     if system:
@@ -347,7 +352,7 @@ def _params(request: ModelRequest) -> dict[str, Any]:
                 for spec in request.tools
             ]
         }
-    params.update(extra)
+    params.update({key: value for key, value in extra.items() if key not in _OWN_PARAMS})
     return {key: value for key, value in params.items() if value is not None}
 
 
@@ -380,11 +385,13 @@ def _error(exc: BaseException) -> UpstreamError:
     if isinstance(exc, ReadTimeoutError | TransportReadTimeout):  # before the reply / in its stream
         return UpstreamTimeout("Amazon Bedrock stopped sending (read timeout)")
     if isinstance(exc, EndpointConnectionError):
-        return UpstreamError(f"could not connect to Amazon Bedrock: {_redact(str(exc))}", retryable=True)
+        return UpstreamError("could not connect to Amazon Bedrock", retryable=True)
     if isinstance(exc, ParamValidationError):
         return UpstreamError(f"invalid request for Amazon Bedrock: {_redact(excerpt(str(exc)))}")
     if isinstance(exc, ParserError):
-        return UpstreamError(f"Amazon Bedrock sent a stream that could not be read: {excerpt(str(exc))}")
+        return UpstreamError(
+            f"Amazon Bedrock sent a stream that could not be read: {_redact(excerpt(str(exc)))}"
+        )
     if isinstance(exc, BotoCoreError | TransportError | OSError):
         return UpstreamError(
             f"the connection to Amazon Bedrock failed: {type(exc).__name__}: {_redact(excerpt(str(exc)))}",
@@ -419,8 +426,9 @@ def _client_error(exc: ClientError) -> UpstreamError:
 
 
 def _redact(text: str) -> str:
-    """Bedrock's messages may name the role and account (AccessDenied): not for the API's users."""
-    return _ARN.sub("[arn]", text)
+    """Bedrock's messages may name the role and account (AccessDenied), botocore's the endpoint's URL:
+    not for the API's users."""
+    return _URL.sub("[redacted]", _ARN.sub("[arn]", text))
 
 
 _clients: dict[tuple[str | None, str | None, float, float], BedrockRuntimeClient] = {}

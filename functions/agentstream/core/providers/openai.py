@@ -41,6 +41,7 @@ from agentstream.core.providers._http import (
     error_detail,
     excerpt,
     read_to_the_end,
+    redactor,
     shared_client,
     transport_error,
     warm_up,
@@ -79,10 +80,14 @@ class OpenAIProvider:
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
         client: httpx.AsyncClient | None = None,
+        name: str = "openai",
         fold_system_into_user: bool = False,
     ) -> None:
         self._url = base_url.rstrip("/") + "/chat/completions"
         self._api_key = api_key or None
+        # how errors name the upstream: the provider, or the operator's endpoint name (never its URL)
+        self._name = name
+        self._redact = redactor(base_url, self._api_key)
         # `read` bounds the wait between two reads of the stream, so a stalled stream times out.
         self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
         self._client = client
@@ -98,7 +103,7 @@ class OpenAIProvider:
             async with client.stream(
                 "POST", self._url, json=self._body(request), headers=headers, timeout=self._timeout
             ) as response:
-                await check_stream_response(response, self._redact)
+                await check_stream_response(response, self._redact, name=self._name)
                 decoder = SSEDecoder()
                 held = ""  # a high surrogate whose low half is in the next chunk
                 chunks = response.aiter_bytes()
@@ -115,8 +120,8 @@ class OpenAIProvider:
                         break
                 if held:
                     yield TextChunk("\ufffd")  # the model's text ended inside a character
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, url=self._url, redact=self._redact) from exc
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise transport_error(exc, name=self._name, redact=self._redact) from exc
         except UnicodeDecodeError as exc:
             raise UpstreamError("the model API sent a stream that is not valid UTF-8") from exc
         if not step.done and step.finish_reason is None:
@@ -131,7 +136,8 @@ class OpenAIProvider:
         yield StepEnd(step.finish_reason or ("tool_calls" if calls else "stop"))
 
     def _body(self, request: ModelRequest) -> dict[str, Any]:
-        """The request JSON; ``request.extra`` adds or overrides fields (a ``None`` value removes one)."""
+        """The request JSON; ``request.extra`` adds or overrides sampling fields (a ``None`` value
+        removes one), never what the request is about (``_OWN_FIELDS``)."""
         body: dict[str, Any] = {
             "model": request.model,
             "messages": _messages(request.messages, fold_system=self._fold_system),
@@ -142,9 +148,11 @@ class OpenAIProvider:
         }
         if request.tools:
             body["tools"] = [_tool(spec) for spec in request.tools]
-        body.update(request.extra)
-        body["stream"] = True
+        body.update({key: value for key, value in request.extra.items() if key not in _OWN_FIELDS})
         return {key: value for key, value in body.items() if value is not None}
+
+    def _malformed(self, data: str) -> UpstreamError:
+        return UpstreamError(f"the model API sent a malformed stream chunk: {self._redact(excerpt(data))}")
 
     def _apply(self, step: _Step, event: str, data: str) -> str:
         """Parse one stream event into ``step``; return its text."""
@@ -153,25 +161,29 @@ class OpenAIProvider:
         try:
             chunk = json.loads(data)
         except ValueError as exc:
-            raise UpstreamError(f"the model API sent a malformed stream chunk: {excerpt(data)}") from exc
+            raise self._malformed(data) from exc
         if not isinstance(chunk, dict):
-            raise UpstreamError(f"the model API sent a malformed stream chunk: {excerpt(data)}")
+            raise self._malformed(data)
         if chunk.get("error") is not None:
             raise self._stream_error(data)
         try:
             return step.apply(chunk)
         except (AttributeError, TypeError) as exc:  # a field of an unexpected type
-            raise UpstreamError(f"the model API sent a malformed stream chunk: {excerpt(data)}") from exc
+            raise self._malformed(data) from exc
 
     def _stream_error(self, data: str) -> UpstreamError:
         from agentstream.core.providers._errors import classify
 
         detail, kind = error_detail(data)
         detail = self._redact(detail)
-        return classify(f"the model API reported an error mid-stream: {detail}", kind=kind, detail=detail)
+        return classify(
+            f"the model API ({self._name}) reported an error mid-stream: {detail}", kind=kind, detail=detail
+        )
 
-    def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "[redacted]") if self._api_key else text
+
+# what the request is about: never set by ``request.extra`` (agents' options are checked before,
+# see ``_options.py``; this holds for any caller)
+_OWN_FIELDS = frozenset({"model", "messages", "stream", "tools", "tool_choice", "n"})
 
 
 @dataclass
@@ -311,5 +323,6 @@ async def create(settings: Settings, endpoint: EndpointAccess | None = None) -> 
         api_key=api_key,
         connect_timeout=settings.upstream_connect_timeout,
         read_timeout=settings.upstream_read_timeout,
+        name="openai" if endpoint is None else f"endpoint {endpoint.name!r}",
         fold_system_into_user=settings.openai_fold_system and endpoint is None,
     )

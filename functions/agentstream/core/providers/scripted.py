@@ -2,9 +2,15 @@
 
 Behaviour, from the agent's ``model.options``:
 - ``reply`` (str): the answer text. Default: a short answer that quotes the user's message.
-- ``delta_chars`` (int, default 3): characters per streamed delta; ``delay_ms`` (default 20) between them.
+- ``repeat`` (int, default 1): the reply is ``reply`` this many times (long replies, small agents).
+- ``delta_chars`` (int, default 3): characters per streamed delta; ``delay_ms`` (default 20, at most
+  10,000) between them.
 - ``fail_after`` (int): raise an upstream error after this many deltas (to exercise error paths).
-- ``stall_after`` (int): stop producing (but stay open) after this many deltas (timeouts, cancellation).
+- ``stall_after`` (int): stop producing (but stay open) after this many deltas (timeouts, cancellation),
+  as a real upstream that stalls: after the upstream read timeout (``AGENTSTREAM_UPSTREAM_READ_TIMEOUT``)
+  the call fails with ``upstream_timeout``. So no agent definition holds a run open indefinitely.
+The options are checked when an agent is created (``_options.py``); out-of-range values that reach
+the provider anyway are clamped to the same bounds.
 Tools: when the agent has ``calculator`` and the user's last message contains arithmetic such as
 ``2+3*4``, the first step asks for the calculator, and the next step answers with its result; likewise
 ``current_time`` when the message asks for the time, and ``remember`` for "remember that ...".
@@ -20,6 +26,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from agentstream.core.events import Usage
+from agentstream.core.providers._options import MAX_DELAY_MS, MAX_SCRIPTED_CHARS
 from agentstream.core.providers.base import (
     Message,
     ModelRequest,
@@ -29,7 +36,7 @@ from agentstream.core.providers.base import (
     ToolCallRequest,
     UsageReport,
 )
-from agentstream.errors import UpstreamError
+from agentstream.errors import UpstreamError, UpstreamTimeout
 
 if TYPE_CHECKING:
     from agentstream.config import Settings
@@ -46,6 +53,10 @@ def _words(messages: list[Message] | tuple[Message, ...] | Any) -> int:
 
 
 class ScriptedProvider:
+    def __init__(self, *, stall_seconds: float = 60.0) -> None:
+        # how long a stall lasts before the call fails, as a real upstream's read timeout
+        self._stall_seconds = stall_seconds
+
     async def stream(self, request: ModelRequest) -> AsyncIterator[ProviderEvent]:
         options = request.extra
         messages = list(request.messages)
@@ -64,15 +75,18 @@ class ScriptedProvider:
             text = f"The result is {last.content}."
         else:
             text = str(options.get("reply") or f"You said: {last.content}. This is the scripted provider.")
+            repeat = min(max(1, int(options.get("repeat", 1))), MAX_SCRIPTED_CHARS // max(1, len(text)) + 1)
+            text = (text * repeat)[:MAX_SCRIPTED_CHARS]
         size = max(1, int(options.get("delta_chars", 3)))
-        delay = max(0.0, float(options.get("delay_ms", 20)) / 1000)
+        delay = min(max(0.0, float(options.get("delay_ms", 20))), MAX_DELAY_MS) / 1000
         fail_after = options.get("fail_after")
         stall_after = options.get("stall_after")
         for n, start in enumerate(range(0, len(text), size)):
             if fail_after is not None and n >= int(fail_after):
                 raise UpstreamError("scripted provider failure (fail_after)")
             if stall_after is not None and n >= int(stall_after):
-                await asyncio.Event().wait()
+                await asyncio.sleep(self._stall_seconds)
+                raise UpstreamTimeout("the model API stopped sending (read timeout)")
             if n and delay:
                 await asyncio.sleep(delay)
             yield TextChunk(text[start : start + size])
@@ -95,4 +109,4 @@ class ScriptedProvider:
 
 
 async def create(settings: Settings) -> ScriptedProvider:
-    return ScriptedProvider()
+    return ScriptedProvider(stall_seconds=settings.upstream_read_timeout)

@@ -34,6 +34,7 @@ async def get_run(run_id: str, caller: Caller, store: StoreDep) -> dict[str, Any
 
 @router.post("/runs/{run_id}/cancel", status_code=202)
 async def cancel_run(run_id: str, caller: Caller, chat: Chat) -> dict[str, Any]:
+    """A run of this process stops at once, whatever the store answers (``ChatService.cancel``)."""
     await chat.cancel(caller.tenant, run_id)
     return {"data": {"run_id": run_id, "status": "cancelling"}}
 
