@@ -31,7 +31,14 @@ PROFILES = {
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     log_dir: Path = tmp_path_factory.mktemp("instances")
-    with running_cluster(log_dir, env={"AGENTSTREAM_ADMIN_KEY": ADMIN_KEY}, profiles=PROFILES) as c:
+    # The per-tenant limits count run starts with UpdateItem too: a throttled store would hold up the
+    # start itself (then answer 503). This test is about the cancel flag's write, so they are off here.
+    env = {
+        "AGENTSTREAM_ADMIN_KEY": ADMIN_KEY,
+        "AGENTSTREAM_RATE_LIMIT_PER_MINUTE": "0",
+        "AGENTSTREAM_MAX_CONCURRENT_RUNS": "0",
+    }
+    with running_cluster(log_dir, env=env, profiles=PROFILES) as c:
         c.start("throttled", "healthy")
         yield c
 
