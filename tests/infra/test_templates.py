@@ -163,6 +163,8 @@ def test_both_templates_describe_the_same_function(
     assert sam["MemorySize"] == sls["memorySize"]
     assert sam["Timeout"] == sls["timeout"]
     assert sam["Environment"]["Variables"] == sls["environment"]
+    # every line JSON in Lambda: the platform's too (the app's and the runtime's are already)
+    assert sam["LoggingConfig"]["LogFormat"] == sls["logs"]["lambda"]["logFormat"] == "JSON"
 
 
 def test_the_function_runs_under_the_streaming_runtime_layer(
@@ -363,7 +365,7 @@ def test_serverless_has_the_same_managed_instances_variant(
         "ExecutionEnvironmentMemoryGiBPerVCpu": sam_config["ExecutionEnvironmentMemoryGiBPerVCpu"],
     }
     assert extension["PublishToLatestPublished"] is True
-    assert extension["LoggingConfig"] == {"LogGroup": {"Ref": "StreamLogGroup"}}
+    assert extension["LoggingConfig"] == {"LogGroup": {"Ref": "StreamLogGroup"}, "LogFormat": "JSON"}
     assert managed["disableLogs"] is True
     provider = _sls_resources(serverless_config)["CapacityProvider"]
     sam_provider = _sam_resources(sam_template)["CapacityProvider"]

@@ -278,7 +278,7 @@ def test_osls_makes_the_same_managed_instances_variant(osls_cfn: Template) -> No
     }
     # Only published versions run on a capacity provider; an unqualified call runs $LATEST.PUBLISHED.
     assert function["PublishToLatestPublished"] is True
-    assert function["LoggingConfig"] == {"LogGroup": {"Ref": "StreamLogGroup"}}
+    assert function["LoggingConfig"] == {"LogGroup": {"Ref": "StreamLogGroup"}, "LogFormat": "JSON"}
     assert not _of_type(osls_cfn, "AWS::Logs::LogGroup", managed=True)
     runtime_layer, dependencies_layer = (ref["Ref"] for ref in function["Layers"])
     assert runtime_layer == "StreamingRuntimeLambdaLayer"
@@ -297,3 +297,15 @@ def test_osls_makes_the_same_managed_instances_variant(osls_cfn: Template) -> No
     provider = _one(osls_cfn, "AWS::Lambda::CapacityProvider", managed=True)["Properties"]
     assert provider["InstanceRequirements"] == {"Architectures": ["arm64"]}
     assert osls_cfn["Outputs"]["ManagedInstancesFunctionUrl"]["Condition"] == MANAGED
+
+
+@pytest.mark.parametrize("stack", ["sam", "osls"])
+def test_every_function_logs_json(stack: str, sam_cfn: Template, osls_cfn: Template) -> None:
+    template = sam_cfn if stack == "sam" else osls_cfn
+    functions = {
+        **_of_type(template, "AWS::Lambda::Function"),
+        **_of_type(template, "AWS::Lambda::Function", managed=True),
+    }
+    assert len(functions) == 2
+    for name, function in functions.items():
+        assert function["Properties"]["LoggingConfig"]["LogFormat"] == "JSON", name
