@@ -15,6 +15,8 @@ __all__ = [
     "Forbidden",
     "ModelNotFound",
     "NotFound",
+    "PayloadTooLarge",
+    "SecretUnavailable",
     "StoreUnavailable",
     "Unauthorized",
     "UpstreamAuthError",
@@ -74,6 +76,20 @@ class StoreUnavailable(AgentStreamError):
 
     code = "store_unavailable"
     status = 503
+
+
+class SecretUnavailable(AgentStreamError):
+    """A secret (the admin key, a provider key) could not be read from Secrets Manager."""
+
+    code = "secret_unavailable"
+    status = 503
+
+
+class PayloadTooLarge(AgentStreamError):
+    """The request body is larger than the service accepts (``AGENTSTREAM_MAX_BODY_BYTES``)."""
+
+    code = "payload_too_large"
+    status = 413
 
 
 class UpstreamError(AgentStreamError):
