@@ -39,8 +39,8 @@ from tests.security.support import Service, moto_service, wipe
 pytestmark = pytest.mark.slow
 
 EXAMPLES = 24  # per operation and generation mode: 26 operations x 2 x 24, each sent with both keys
-STATEFUL_STEPS = 50
-STATEFUL_EXAMPLES = 20
+STATEFUL_STEPS = 40
+STATEFUL_EXAMPLES = 14
 
 
 @pytest.fixture(scope="module")
