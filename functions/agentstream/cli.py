@@ -188,6 +188,18 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_migrate(args: argparse.Namespace) -> int:
+    """Move keys issued before the key shards out of the old single ``KEYS`` partition."""
+    import asyncio
+
+    from agentstream.config import get_settings
+    from agentstream.store import Store
+
+    moved = asyncio.run(Store(args.table or get_settings().table).keys.migrate_legacy())
+    print(f"{moved} key(s) moved into their shards", file=sys.stderr)
+    return 0
+
+
 def _remote(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help=f"service URL (env AGENTSTREAM_URL; default {DEFAULT_URL})")
     parser.add_argument("--key", help="API key (env AGENTSTREAM_KEY or AGENTSTREAM_ADMIN_KEY)")
@@ -236,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     key_create.add_argument("--name", default="")
     key_create.add_argument("--table", help="table name (default: AGENTSTREAM_TABLE or 'agentstream')")
     key_create.set_defaults(func=cmd_keys_create)
+    key_migrate = keys.add_parser("migrate", help="move keys issued before the key shards into them")
+    key_migrate.add_argument("--table", help="table name (default: AGENTSTREAM_TABLE or 'agentstream')")
+    key_migrate.set_defaults(func=cmd_keys_migrate)
     return parser
 
 

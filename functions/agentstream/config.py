@@ -113,6 +113,13 @@ class Settings(BaseSettings):
     sam_local: bool = Field(False, validation_alias="AWS_SAM_LOCAL")
     # set by Lambda (and by the runtime emulator in tests): this process serves Lambda invocations
     lambda_runtime_api: str | None = Field(None, validation_alias="AWS_LAMBDA_RUNTIME_API")
+    # The OpenAPI document (/openapi.json) needs a key like every route, and /docs is not served,
+    # unless this publishes both without auth (e.g. for local development).
+    publish_openapi: bool = Field(False, validation_alias="AGENTSTREAM_PUBLISH_OPENAPI")
+    # A request body larger than this is refused (413) before it is read or parsed.
+    max_body_bytes: int = Field(
+        1_048_576, ge=1_024, le=6_291_456, validation_alias="AGENTSTREAM_MAX_BODY_BYTES"
+    )
 
     sse_chunk_size: int = Field(0, ge=0, le=100_000, validation_alias="SSE_CHUNK_SIZE")
     sse_ping_seconds: float = Field(15.0, gt=0, validation_alias="SSE_PING_SECONDS")

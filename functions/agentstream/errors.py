@@ -17,6 +17,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "RateLimited",
+    "SecretUnavailable",
     "StoreUnavailable",
     "Unauthorized",
     "UpstreamAuthError",
@@ -72,7 +73,8 @@ class Conflict(AgentStreamError):
 
 
 class PayloadTooLarge(AgentStreamError):
-    """What the caller sent is more than can be kept (a DynamoDB item holds at most 400 KB)."""
+    """What the caller sent is more than the service accepts: a request body over
+    ``AGENTSTREAM_MAX_BODY_BYTES``, or a record over what one DynamoDB item holds (400 KB)."""
 
     code = "payload_too_large"
     status = 413
@@ -96,6 +98,13 @@ class StoreUnavailable(AgentStreamError):
     """The data store failed after retries (throttling, network)."""
 
     code = "store_unavailable"
+    status = 503
+
+
+class SecretUnavailable(AgentStreamError):
+    """A secret (the admin key, a provider key) could not be read from Secrets Manager."""
+
+    code = "secret_unavailable"
     status = 503
 
 

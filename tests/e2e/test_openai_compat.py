@@ -335,7 +335,7 @@ def test_a_run_that_times_out_or_is_cancelled_ends_with_an_error(
 
 
 def test_the_compatible_routes_are_in_the_openapi_document(live_server: str) -> None:
-    r = httpx.get(f"{live_server}/openapi.json")
+    r = httpx.get(f"{live_server}/openapi.json", headers=AUTH)
     assert r.status_code == 200, r.text
     paths = r.json()["paths"]
     for path in (

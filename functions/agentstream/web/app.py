@@ -7,11 +7,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentstream import __version__
 from agentstream.config import Settings, get_settings
@@ -20,9 +21,10 @@ from agentstream.errors import AgentStreamError
 from agentstream.store import Store
 from agentstream.telemetry import build_telemetry
 from agentstream.web import openai
+from agentstream.web.auth import authenticate
 from agentstream.web.routes import router
 
-__all__ = ["create_app", "error_response"]
+__all__ = ["BodyLimit", "create_app", "error_response"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +75,54 @@ def _error(
     return error_response(status, code, message, headers)
 
 
+class BodyLimit:
+    """Refuse request bodies over ``max_bytes`` with 413 before they are read or parsed.
+
+    A ``Content-Length`` over the limit is answered at once, before auth and routing; a body that
+    comes without one (chunked) is counted as it is received, and reading past the limit ends the
+    request with the same 413 (an ``HTTPException`` the app's handler shapes).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _message(self) -> str:
+        return f"the request body is larger than {self.max_bytes} bytes"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.strip().isdigit() and int(value) > self.max_bytes:
+                response = _error(Request(scope), 413, "payload_too_large", self._message())
+                await response(scope, receive, send)
+                return
+        received = 0
+
+        async def bounded() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise StarletteHTTPException(413, self._message())
+            return message
+
+        await self.app(scope, bounded, send)
+
+
 def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="agentstream", version=__version__, docs_url="/docs", redoc_url=None)
+    published = settings.publish_openapi
+    app = FastAPI(
+        title="agentstream",
+        version=__version__,
+        openapi_url="/openapi.json" if published else None,
+        docs_url="/docs" if published else None,
+        redoc_url=None,
+    )
     app.state.settings = settings
     app.state.store = store or Store(
         settings.table, history_ttl_days=settings.history_ttl_days, run_ttl_days=settings.run_ttl_days
@@ -110,6 +157,13 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+
+    if not published:  # the schema is for callers with a key, as every route (CONTRACT.md); no /docs
+
+        @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(authenticate)])
+        async def openapi_document() -> JSONResponse:
+            return JSONResponse(app.openapi())
 
     @app.get("/", include_in_schema=False)
     async def chat_page() -> FileResponse:

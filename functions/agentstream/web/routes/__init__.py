@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from agentstream.web.models import Health
 from agentstream.web.routes import agents, chat, conversations, keys, openai, runs, ui
 
 __all__ = ["router"]
@@ -11,7 +12,7 @@ __all__ = ["router"]
 router = APIRouter()
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=None, responses={200: {"model": Health}})
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 

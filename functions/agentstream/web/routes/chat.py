@@ -15,8 +15,17 @@ from agentstream.core.runs import RunHandle
 from agentstream.core.service import ChatService
 from agentstream.errors import AgentStreamError
 from agentstream.web.deps import Caller, Chat, invocation_deadline
-from agentstream.web.models import ChatRequest
-from agentstream.web.sse import MEDIA_TYPE, EventStreamResponse, closing
+from agentstream.web.models import (
+    CHUNK,
+    ChatFailure,
+    ChatOut,
+    ChatRequest,
+    ErrorBody,
+    errors,
+    sse,
+    stream_errors,
+)
+from agentstream.web.sse import EventStreamResponse, closing
 
 router = APIRouter(tags=["chat"])
 
@@ -45,7 +54,16 @@ async def _start(
     )
 
 
-@router.post("/agents/{agent_id}/chat")
+@router.post(
+    "/agents/{agent_id}/chat",
+    response_model=None,
+    responses={
+        200: {"model": ChatOut},
+        **errors(401, 404, 413, 422, 429, 503),
+        400: {"model": ChatFailure | ErrorBody, "description": "an unreadable body, or the run's error"},
+        **{s: {"model": ChatFailure, "description": "the run ended with this error"} for s in (502, 504)},
+    },
+)
 async def chat_json(
     agent_id: str, body: ChatRequest, caller: Caller, chat: Chat, request: Request
 ) -> JSONResponse:
@@ -91,10 +109,8 @@ async def chat_json(
 
 
 _SSE_DOC: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "Server-Sent Events: start, content, tool_call, tool_result, metadata, error, done",
-        "content": {MEDIA_TYPE: {"schema": {"type": "string"}}},
-    }
+    **sse("Server-Sent Events: start, content, tool_call, tool_result, metadata, error, done", CHUNK),
+    **stream_errors(400, 401, 404, 413, 422, 429, 503),
 }
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agentstream.core.ids import NAME_PATTERN
 from agentstream.store.memories import MAX_CHARS
 from agentstream.web.deps import Caller, Cursor, Limit, OwnedAgentId, StoreDep, UserId
+from agentstream.web.models import MemoryList, MemoryOut, MessageList, SessionList, errors
 
 router = APIRouter(tags=["conversations"])
 
@@ -22,7 +23,11 @@ class MemoryIn(BaseModel):
     ttl_days: float | None = Field(None, gt=0, le=3650, description="forget it after this many days")
 
 
-@router.get("/agents/{agent_id}/sessions")
+@router.get(
+    "/agents/{agent_id}/sessions",
+    response_model=None,
+    responses={200: {"model": SessionList}, **errors(401, 404, 413, 422, 503)},
+)
 async def list_sessions(
     agent_id: OwnedAgentId,
     caller: Caller,
@@ -35,7 +40,11 @@ async def list_sessions(
     return {"data": [s.to_dict() for s in page.items], "next_cursor": page.next_cursor}
 
 
-@router.get("/agents/{agent_id}/sessions/{session_id}/messages")
+@router.get(
+    "/agents/{agent_id}/sessions/{session_id}/messages",
+    response_model=None,
+    responses={200: {"model": MessageList}, **errors(401, 404, 413, 422, 503)},
+)
 async def list_messages(
     agent_id: OwnedAgentId,
     session_id: str,
@@ -51,7 +60,9 @@ async def list_messages(
     return {"data": [m.to_dict() for m in page.items], "next_cursor": page.next_cursor}
 
 
-@router.delete("/agents/{agent_id}/sessions/{session_id}", status_code=204)
+@router.delete(
+    "/agents/{agent_id}/sessions/{session_id}", status_code=204, responses=errors(401, 404, 413, 422, 503)
+)
 async def delete_session(
     agent_id: OwnedAgentId, session_id: str, caller: Caller, store: StoreDep, user_id: UserId = "anonymous"
 ) -> Response:
@@ -59,7 +70,11 @@ async def delete_session(
     return Response(status_code=204)
 
 
-@router.get("/agents/{agent_id}/memories")
+@router.get(
+    "/agents/{agent_id}/memories",
+    response_model=None,
+    responses={200: {"model": MemoryList}, **errors(401, 404, 413, 422, 503)},
+)
 async def list_memories(
     agent_id: OwnedAgentId, caller: Caller, store: StoreDep, user_id: UserId = "anonymous"
 ) -> dict[str, Any]:
@@ -67,7 +82,12 @@ async def list_memories(
     return {"data": [m.to_dict() for m in items]}
 
 
-@router.post("/agents/{agent_id}/memories", status_code=201)
+@router.post(
+    "/agents/{agent_id}/memories",
+    status_code=201,
+    response_model=None,
+    responses={201: {"model": MemoryOut}, **errors(400, 401, 404, 409, 413, 422, 503)},
+)
 async def add_memory(
     agent_id: OwnedAgentId, body: MemoryIn, caller: Caller, store: StoreDep
 ) -> dict[str, Any]:
@@ -77,7 +97,7 @@ async def add_memory(
     return {"data": item.to_dict()}
 
 
-@router.delete("/agents/{agent_id}/memories", status_code=204)
+@router.delete("/agents/{agent_id}/memories", status_code=204, responses=errors(401, 404, 413, 422, 503))
 async def forget_all(
     agent_id: OwnedAgentId, caller: Caller, store: StoreDep, user_id: UserId = "anonymous"
 ) -> Response:
@@ -85,7 +105,9 @@ async def forget_all(
     return Response(status_code=204)
 
 
-@router.delete("/agents/{agent_id}/memories/{memory_id}", status_code=204)
+@router.delete(
+    "/agents/{agent_id}/memories/{memory_id}", status_code=204, responses=errors(401, 404, 413, 422, 503)
+)
 async def forget(
     agent_id: OwnedAgentId, memory_id: str, caller: Caller, store: StoreDep, user_id: UserId = "anonymous"
 ) -> Response:

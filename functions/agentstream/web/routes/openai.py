@@ -23,6 +23,7 @@ from agentstream.core.service import ChatInput
 from agentstream.errors import AgentStreamError, BadRequest, NotFound
 from agentstream.store import Store
 from agentstream.web.deps import Caller, Chat, StoreDep, invocation_deadline
+from agentstream.web.models import ChatCompletionOut, ModelList, openai_errors, sse_event
 from agentstream.web.openai import (
     ChatCompletionChunks,
     ChatCompletionRequest,
@@ -56,7 +57,9 @@ def _epoch(iso: str) -> int:
         return 0
 
 
-@router.get("/models")
+@router.get(
+    "/models", response_model=None, responses={200: {"model": ModelList}, **openai_errors(401, 413, 503)}
+)
 async def list_models(caller: Caller, store: StoreDep) -> dict[str, Any]:
     """The caller's agents, as models."""
     data = [
@@ -101,9 +104,11 @@ async def _start(
 
 _COMPLETIONS_DOC: dict[int | str, dict[str, Any]] = {
     200: {
+        "model": ChatCompletionOut,
         "description": "a chat.completion, or with stream: true chat.completion.chunk Server-Sent Events",
-        "content": {"application/json": {}, MEDIA_TYPE: {"schema": {"type": "string"}}},
-    }
+        "content": {MEDIA_TYPE: {"schema": sse_event()}},
+    },
+    **openai_errors(400, 401, 404, 409, 413, 422, 429, 502, 503, 504),
 }
 
 

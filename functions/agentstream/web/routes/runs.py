@@ -14,6 +14,7 @@ from agentstream.core.ports import RunRecord
 from agentstream.errors import BadRequest, StoreUnavailable
 from agentstream.store import Store
 from agentstream.web.deps import Caller, Chat, StoreDep, invocation_deadline
+from agentstream.web.models import CHUNK, CancelOut, RunOut, errors, sse, stream_errors
 from agentstream.web.sse import MEDIA_TYPE, PING, encode_data, sse_headers
 
 router = APIRouter(tags=["runs"])
@@ -26,13 +27,22 @@ RECORD_SECONDS = 2.0
 REPLAY_MARGIN_SECONDS = 1.0
 
 
-@router.get("/runs/{run_id}")
+@router.get(
+    "/runs/{run_id}",
+    response_model=None,
+    responses={200: {"model": RunOut}, **errors(401, 404, 413, 422, 503)},
+)
 async def get_run(run_id: str, caller: Caller, store: StoreDep) -> dict[str, Any]:
     run = await store.runs.get(caller.tenant, run_id)
     return {"data": run.to_dict()}
 
 
-@router.post("/runs/{run_id}/cancel", status_code=202)
+@router.post(
+    "/runs/{run_id}/cancel",
+    status_code=202,
+    response_model=None,
+    responses={202: {"model": CancelOut}, **errors(401, 404, 409, 413, 422, 503)},
+)
 async def cancel_run(run_id: str, caller: Caller, chat: Chat) -> dict[str, Any]:
     """A run of this process stops at once, whatever the store answers (``ChatService.cancel``)."""
     await chat.cancel(caller.tenant, run_id)
@@ -54,7 +64,10 @@ def _start_after(after: int | None, last_event_id: str | None) -> int:
     "/runs/{run_id}/events",
     response_class=StreamingResponse,
     responses={
-        200: {"description": "Server-Sent Events", "content": {MEDIA_TYPE: {"schema": {"type": "string"}}}}
+        **sse(
+            "Server-Sent Events: the run's events after the one asked for, then live ones, to its done", CHUNK
+        ),
+        **stream_errors(401, 404, 413, 422, 503),
     },
 )
 async def run_events(

@@ -9,7 +9,6 @@ metadata's ``run_id``).
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
@@ -17,22 +16,21 @@ from starlette.responses import Response, StreamingResponse
 from agentstream.core.ids import NAME_PATTERN
 from agentstream.errors import NotFound
 from agentstream.web.deps import Caller, Chat, StoreDep, invocation_deadline
+from agentstream.web.models import sse, stream_errors
 from agentstream.web.routes.runs import REPLAY_MARGIN_SECONDS, Replay
 from agentstream.web.sse import MEDIA_TYPE, EventStreamResponse, closing, sse_headers
 from agentstream.web.ui_stream import HEADERS, UIChatRequest, UIMessageStream
 
 router = APIRouter(tags=["chat"])
 
-_UI_DOC: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "the AI SDK UI message stream (Server-Sent Events, x-vercel-ai-ui-message-stream: v1)",
-        "content": {MEDIA_TYPE: {"schema": {"type": "string"}}},
-    }
-}
+_UI_DOC = sse("the AI SDK UI message stream (Server-Sent Events, x-vercel-ai-ui-message-stream: v1)")
 
 
 @router.post(
-    "/agents/{agent_id}/chat/ui", response_class=EventStreamResponse, status_code=200, responses=_UI_DOC
+    "/agents/{agent_id}/chat/ui",
+    response_class=EventStreamResponse,
+    status_code=200,
+    responses={**_UI_DOC, **stream_errors(400, 401, 404, 413, 422, 429, 503)},
 )
 async def chat_ui(
     agent_id: str, body: UIChatRequest, caller: Caller, chat: Chat, request: Request
@@ -58,7 +56,11 @@ async def chat_ui(
 @router.get(
     "/agents/{agent_id}/chat/ui/{chat_id}/stream",
     response_class=StreamingResponse,
-    responses={**_UI_DOC, 204: {"description": "the chat has no running answer"}},
+    responses={
+        **_UI_DOC,
+        204: {"description": "the chat has no running answer"},
+        **stream_errors(401, 413, 422, 503),
+    },
 )
 async def resume_chat_ui(
     agent_id: str, chat_id: str, caller: Caller, store: StoreDep, chat: Chat, request: Request
