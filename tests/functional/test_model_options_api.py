@@ -47,3 +47,26 @@ async def test_create_and_patch_refuse_options_that_rewrite_the_request(
     r = await client.patch(f"/api/v1/agents/{r.json()['data']['id']}", json={"model": model})
     assert r.status_code == 422, r.text
     assert named in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"model": {"name": "m", "max_tokens": True}}, "max_tokens"),
+        ({"model": {"name": "m", "max_tokens": "100"}}, "max_tokens"),
+        ({"model": {"name": "m", "temperature": "0.5"}}, "temperature"),
+        ({"model": {"name": "m"}, "memory": {"enabled": "yes"}}, "enabled"),
+        ({"model": {"name": "m"}, "memory": {"history_messages": 1.5}}, "history_messages"),
+        ({"model": {"name": "m"}, "name": 7}, "name"),
+    ],
+)
+async def test_agent_fields_take_their_own_types_not_lookalikes(
+    client: httpx.AsyncClient, body: dict[str, Any], field: str
+) -> None:
+    # `true` is not a token cap of 1, nor "100" a number: what is stored is what was meant
+    r = await client.post("/api/v1/agents", json={"name": "a", **body})
+    assert r.status_code == 422, r.text
+    assert field in r.json()["error"]["message"]
+    ok = await client.post("/api/v1/agents", json={"name": "a", "model": {"name": "m", "temperature": 1}})
+    assert ok.status_code == 201, ok.text
+    assert ok.json()["data"]["model"]["temperature"] == 1.0

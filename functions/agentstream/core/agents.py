@@ -16,7 +16,7 @@ __all__ = ["Agent", "AgentPatch", "AgentSpec", "MemoryConfig", "ModelConfig"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # An agent never carries where its model lives or the key to it (no SSRF, no keys in the table):
