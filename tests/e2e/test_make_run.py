@@ -89,6 +89,9 @@ def test_make_run_serves_streams_and_stops_cleanly(tmp_path: Path) -> None:
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
         assert "<html" in httpx.get(f"{base}/").text  # the chat page needs no key
+        # locally the API's document and Swagger UI are published (a deployed app keeps them behind a key)
+        assert httpx.get(f"{base}/openapi.json").json()["paths"]
+        assert httpx.get(f"{base}/docs").status_code == 200
         assert (data_dir / "admin-key").read_text().strip() == key
         assert (data_dir / "admin-key").stat().st_mode & 0o077 == 0
 

@@ -216,6 +216,9 @@ class Orchestrator:
         env = {k: v for k, v in self.env.items() if k not in _VARS_TO_DROP}
         env.update(dynamodb_env(dynamodb_endpoint))
         env["AGENTSTREAM_ADMIN_KEY"] = key
+        # on a laptop, on loopback: the API's document and Swagger UI without a key (a deployed app
+        # keeps them behind one unless its operator says otherwise)
+        env.setdefault("AGENTSTREAM_PUBLISH_OPENAPI", "true")
         return env
 
     def start_model(self, env: dict[str, str]) -> tuple[Provider, str, str]:
@@ -306,6 +309,7 @@ class Orchestrator:
         say(f"  agent:      {name} ({agent_id}): {model}")
         say(f"  DynamoDB:   {db} at {db_url}")
         say(f"  logs:       {self.options.data_dir / 'logs'}")
+        say(f"  API docs:   {self.base}/docs")
         say()
         say("  curl -N " + f"{self.base}/api/v1/agents/{agent_id}/chat/stream \\")
         say(f"    -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d {body}")

@@ -294,6 +294,7 @@ def test_the_app_gets_local_aws_settings_and_none_of_the_run_options(tmp_path: P
     app_env = orchestrator.app_env("key", "http://127.0.0.1:5555")
     assert app_env["AWS_ENDPOINT_URL_DYNAMODB"] == "http://127.0.0.1:5555"
     assert app_env["AGENTSTREAM_ADMIN_KEY"] == "key"
+    assert app_env["AGENTSTREAM_PUBLISH_OPENAPI"] == "true"
     assert app_env["HOME"] == "/h"
     for gone in ("PORT", "PROVIDER", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
         assert gone not in app_env
