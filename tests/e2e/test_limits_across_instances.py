@@ -158,7 +158,7 @@ def active_pointers(cluster: Cluster, tenant: str) -> list[str]:
 def running_slots(cluster: Cluster, tenant: str) -> set[str]:
     item = cluster.db.get_item(
         TableName=cluster.table,
-        Key={"pk": {"S": f"T#{tenant}#LIMITS"}, "sk": {"S": "RUNNING"}},
+        Key={"pk": {"S": f"T#{tenant}#LIMITS"}, "sk": {"S": "LIMITS"}},
         ConsistentRead=True,
     ).get("Item", {})
     return set(item.get("slots", {}).get("M", {}))

@@ -146,11 +146,15 @@ async def test_releasing_twice_or_after_expiry_is_harmless(limiter: Limiter, clo
     await _take(limiter, clock, "run_2", limits)
 
 
-def _running(dynamodb: Any, tenant: str) -> dict[str, int]:
-    item = dynamodb.get_item(
-        TableName="agentstream", Key={"pk": {"S": f"T#{tenant}#LIMITS"}, "sk": {"S": "RUNNING"}}
+def _item(dynamodb: Any, tenant: str) -> dict[str, Any]:
+    item: dict[str, Any] = dynamodb.get_item(
+        TableName="agentstream", Key={"pk": {"S": f"T#{tenant}#LIMITS"}, "sk": {"S": "LIMITS"}}
     ).get("Item", {})
-    return {k: int(v["N"]) for k, v in item.get("slots", {}).get("M", {}).items()}
+    return item
+
+
+def _running(dynamodb: Any, tenant: str) -> dict[str, int]:
+    return {k: int(v["N"]) for k, v in _item(dynamodb, tenant).get("slots", {}).get("M", {}).items()}
 
 
 async def test_the_table_keeps_live_slots_only_and_counts_expire(dynamodb: Any, clock: Clock) -> None:
@@ -163,11 +167,30 @@ async def test_the_table_keeps_live_slots_only_and_counts_expire(dynamodb: Any, 
     assert set(_running(dynamodb, "t")) == {"run_live", "run_new"}  # the dead run's slot was removed
     await limiter.release(live)
     assert set(_running(dynamodb, "t")) == {"run_new"}
-    count = dynamodb.get_item(
-        TableName="agentstream", Key={"pk": {"S": "T#t#LIMITS"}, "sk": {"S": f"RATE#{int(START // 60)}"}}
-    )["Item"]
-    assert count["n"] == {"N": "3"}
-    assert int(count["expires_at"]["N"]) > START + 60  # kept past its minute, then deleted by TTL
+    item = _item(dynamodb, "t")
+    assert (item["m"], item["n"]) == ({"N": str(int(START // 60))}, {"N": "3"})
+    assert int(item["expires_at"]["N"]) > START + 86_400  # kept while the tenant is active, then TTL
+    clock.now += 60  # a start in the next minute counts anew, in the same item
+    await _take(limiter, clock, "run_next", RunLimits(per_minute=10))
+    item = _item(dynamodb, "t")
+    assert (item["m"], item["n"]) == ({"N": str(int(START // 60) + 1)}, {"N": "1"})
+    assert set(item["slots"]["M"]) == {"run_new"}  # the count's write left the slots alone
+
+
+async def test_a_start_is_one_write_and_a_run_two(dynamodb: Any, clock: Clock) -> None:
+    """The store cost of the limits: a start counts and takes its slot in one UpdateItem, its end
+    gives the slot back in one more (a first start of a minute or of a tenant tries once more)."""
+    calls: list[str] = []
+    dynamodb.meta.events.register("before-call.dynamodb", lambda model, **_: calls.append(model.name))
+    limiter = LimitRepository(Table("agentstream", dynamodb), clock=clock)
+    limits = RunLimits(per_minute=10, concurrent=5)
+    first = await _take(limiter, clock, "run_1", limits)  # a new tenant: the guess is wrong once
+    assert calls == ["UpdateItem", "UpdateItem"]
+    calls.clear()
+    second = await _take(limiter, clock, "run_2", limits)
+    await limiter.release(second)
+    await limiter.release(first)
+    assert calls == ["UpdateItem", "UpdateItem", "UpdateItem"]
 
 
 def test_starts_racing_on_two_clients_never_exceed_the_limits() -> None:
