@@ -214,24 +214,44 @@ class LimitRepository:
         if not update.removes and not update.adds:
             return
         item_key = key(_pk(slot.tenant), _SK)
-        request = update.request(self._table.name, item_key)
-        applied, old = await self._table.call(lambda c: _conditional_update(c, request))
-        if not applied and uncount and slot.holds_slot and old is not None:
+        request = update.request(self._table.name, item_key) | {"ReturnValues": "ALL_NEW"}
+        applied, item = await self._table.call(lambda c: _conditional_update(c, request))
+        if not applied and uncount and slot.holds_slot and item is not None:
             # the minute was counted anew meanwhile: give back the slot alone
             retry = _Update(
                 removes=["slots.#run"], conditions=["attribute_exists(pk)"], names={"#run": slot.run_id}
             )
-            request = retry.request(self._table.name, item_key)
-            await self._table.call(lambda c: _conditional_update(c, request))
+            request = retry.request(self._table.name, item_key) | {"ReturnValues": "ALL_NEW"}
+            applied, item = await self._table.call(lambda c: _conditional_update(c, request))
+        if applied and item is not None:
+            await self._sweep(item_key, item)
+
+    async def _sweep(self, item_key: dict[str, Any], item: dict[str, Any]) -> None:
+        """Remove the slots of runs whose instance died (rare), so that the item, and so what every
+        write of it costs, stays as small as the runs really running. After the run's end, never on
+        a start's way; a sweep that races with another changes nothing."""
+        now = self._clock()
+        slots = {k: int(v["N"]) for k, v in item.get("slots", {}).get("M", {}).items()}
+        expired = [k for k, d in slots.items() if slot_expired(d, now)][:50]
+        if not expired:
+            return
+        sweep = _Update(conditions=["attribute_exists(pk)"])
+        for i, dead in enumerate(expired):
+            sweep.names[f"#dead{i}"] = dead
+            sweep.removes.append(f"slots.#dead{i}")
+        request = sweep.request(self._table.name, item_key)
+        await self._table.call(lambda c: _conditional_update(c, request))
 
 
 def _conditional_update(
     client: DynamoDBClient, request: dict[str, Any]
 ) -> tuple[bool, dict[str, Any] | None]:
-    """(applied, the item as it was when the condition failed: None if there was none)."""
+    """(applied, the item: as it was when the condition failed, None if there was none; when applied,
+    as it is now if the request asked for it with ``ReturnValues``, else None)."""
     try:
-        client.update_item(**request)
+        response = client.update_item(**request)
     except client.exceptions.ConditionalCheckFailedException as e:
         item: dict[str, Any] | None = e.response.get("Item")  # type: ignore[assignment]
         return False, item
-    return True, None
+    attributes: dict[str, Any] | None = response.get("Attributes")
+    return True, attributes

@@ -225,3 +225,23 @@ def test_starts_racing_on_two_clients_never_exceed_the_limits() -> None:
         assert len(_running(moto.client(), "counted")) == len(slots)  # refused starts hold nothing
     finally:
         moto.stop()
+
+
+async def test_a_runs_end_sweeps_the_slots_of_dead_runs_so_the_item_stays_small(
+    dynamodb: Any, clock: Clock
+) -> None:
+    # A high limit is never full, so no start ever has to remove dead runs' slots; the end of a run does.
+    limiter = LimitRepository(Table("agentstream", dynamodb), clock=clock)
+    limits = RunLimits(concurrent=1000)
+    for i in range(30):
+        await _take(limiter, clock, f"run_dead_{i}", limits, lasts=1)
+    live = await _take(limiter, clock, "run_live", limits)
+    ending = await _take(limiter, clock, "run_ending", limits)
+    await limiter.release(ending)
+    assert len(_running(dynamodb, "t")) == 31  # the dead runs may still be alive: kept
+    clock.now += 1 + DEADLINE_GRACE_SECONDS + 0.5
+    another = await _take(limiter, clock, "run_another", limits)
+    await limiter.release(another)
+    assert set(_running(dynamodb, "t")) == {"run_live"}
+    await limiter.release(live)
+    assert _running(dynamodb, "t") == {}
