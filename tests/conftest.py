@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,47 @@ import pytest
 from tests.fakes.openai_upstream import FakeOpenAI
 
 EVENTS_DIR = Path(__file__).parent / "events"
+ADMIN_KEY = "test-admin-key"
+
+# Secrets that must never reach a log line, anywhere in the suite: the admin key, the provider key most
+# tests configure, and any tenant key the tests issue (tests/functional/test_leak_scan.py scans one run
+# for many more kinds, and responses and stored items too).
+_LOGGED_SECRETS = re.compile(re.escape(ADMIN_KEY) + r"|sk-test|ask_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
+
+
+class _LeakWatch(logging.Handler):
+    """Sees every record of this process that its logger lets through: warnings and errors (where a
+    leak is likeliest: failures quoting what failed), and whatever a test turns up to INFO or DEBUG."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.leaks: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # a record whose arguments do not fit its format: look at both
+            text = f"{record.msg} {record.args}"
+        if record.exc_info:
+            text += logging.Formatter().formatException(record.exc_info)
+        extras = {k: v for k, v in record.__dict__.items() if k not in _PLAIN_RECORD}
+        text += repr(extras)
+        if match := _LOGGED_SECRETS.search(text):
+            self.leaks.append(f"{record.name} ({record.levelname}): {match.group()!r} in {text[:300]!r}")
+
+
+_PLAIN_RECORD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_secret_in_any_log() -> Iterator[None]:
+    """Fails the run if any test made the app (or a library) log a key."""
+    root = logging.getLogger()
+    watch = _LeakWatch()
+    root.addHandler(watch)
+    yield
+    root.removeHandler(watch)
+    assert not watch.leaks, "secrets in log lines:\n" + "\n".join(watch.leaks[:20])
 
 
 @pytest.fixture(autouse=True)
@@ -39,9 +82,6 @@ def load_event(name: str) -> dict[str, Any]:
     """A JSON fixture from tests/events/."""
     data: dict[str, Any] = json.loads((EVENTS_DIR / name).read_text(encoding="utf-8"))
     return data
-
-
-ADMIN_KEY = "test-admin-key"
 
 
 @pytest.fixture
