@@ -16,7 +16,7 @@ import re
 import threading
 import weakref
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -27,7 +27,12 @@ if TYPE_CHECKING:
     import ssl
     from collections.abc import AsyncIterator, Callable
 
+    from pydantic import SecretStr
+
+    from agentstream.core.providers.base import EndpointAccess
+
 __all__ = [
+    "UpstreamAccess",
     "check_stream_response",
     "error_detail",
     "excerpt",
@@ -36,6 +41,7 @@ __all__ = [
     "redactor",
     "shared_client",
     "transport_error",
+    "upstream_access",
     "warm_up",
 ]
 
@@ -225,3 +231,28 @@ def transport_error(
     return UpstreamError(
         redact(f"the model API request ({name}) failed: {type(exc).__name__}"), retryable=True
     )
+
+
+class UpstreamAccess(NamedTuple):
+    """Where an httpx provider sends its requests, with which key, and how its errors name it."""
+
+    base_url: str
+    api_key: str | None
+    name: str
+
+
+async def upstream_access(
+    provider: str,
+    endpoint: EndpointAccess | None,
+    *,
+    base_url: str,
+    api_key: SecretStr | None,
+    api_key_secret_id: str | None,
+) -> UpstreamAccess:
+    """A named endpoint's URL and key (errors name the endpoint), else the provider's own from the
+    settings (the key from the environment, else its Secrets Manager secret; errors name the provider)."""
+    if endpoint is not None:
+        return UpstreamAccess(endpoint.base_url, endpoint.api_key, f"endpoint {endpoint.name!r}")
+    from agentstream.secrets import key_from
+
+    return UpstreamAccess(base_url, await key_from(api_key, api_key_secret_id), provider)

@@ -36,6 +36,7 @@ from agentstream.core.providers._http import (
     redactor,
     shared_client,
     transport_error,
+    upstream_access,
 )
 from agentstream.core.providers._sse import SSEDecoder
 from agentstream.core.providers._text import pair_surrogates
@@ -290,17 +291,17 @@ def _turn(turn: Turn) -> dict[str, Any]:
 async def create(settings: Settings, endpoint: EndpointAccess | None = None) -> AnthropicProvider:
     """The provider as configured by the environment (the key may come from Secrets Manager), or at a
     named endpoint's URL with its key."""
-    if endpoint is not None:
-        base_url, api_key = endpoint.base_url, endpoint.api_key
-    else:
-        base_url = settings.anthropic_base_url
-        from agentstream.secrets import key_from
-
-        api_key = await key_from(settings.anthropic_api_key, settings.anthropic_api_key_secret_id)
+    access = await upstream_access(
+        "anthropic",
+        endpoint,
+        base_url=settings.anthropic_base_url,
+        api_key=settings.anthropic_api_key,
+        api_key_secret_id=settings.anthropic_api_key_secret_id,
+    )
     return AnthropicProvider(
-        base_url=base_url,
-        api_key=api_key,
+        base_url=access.base_url,
+        api_key=access.api_key,
         connect_timeout=settings.upstream_connect_timeout,
         read_timeout=settings.upstream_read_timeout,
-        name="anthropic" if endpoint is None else f"endpoint {endpoint.name!r}",
+        name=access.name,
     )

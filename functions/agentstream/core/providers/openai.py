@@ -44,6 +44,7 @@ from agentstream.core.providers._http import (
     redactor,
     shared_client,
     transport_error,
+    upstream_access,
     warm_up,
 )
 from agentstream.core.providers._sse import SSEDecoder
@@ -311,18 +312,18 @@ def _int(value: Any) -> int:
 async def create(settings: Settings, endpoint: EndpointAccess | None = None) -> OpenAIProvider:
     """The provider as configured by the environment (the key may come from Secrets Manager), or at a
     named endpoint's URL with its key."""
-    if endpoint is not None:
-        base_url, api_key = endpoint.base_url, endpoint.api_key
-    else:
-        base_url = settings.openai_base_url
-        from agentstream.secrets import key_from
-
-        api_key = await key_from(settings.openai_api_key, settings.openai_api_key_secret_id)
+    access = await upstream_access(
+        "openai",
+        endpoint,
+        base_url=settings.openai_base_url,
+        api_key=settings.openai_api_key,
+        api_key_secret_id=settings.openai_api_key_secret_id,
+    )
     return OpenAIProvider(
-        base_url=base_url,
-        api_key=api_key,
+        base_url=access.base_url,
+        api_key=access.api_key,
         connect_timeout=settings.upstream_connect_timeout,
         read_timeout=settings.upstream_read_timeout,
-        name="openai" if endpoint is None else f"endpoint {endpoint.name!r}",
+        name=access.name,
         fold_system_into_user=settings.openai_fold_system and endpoint is None,
     )
